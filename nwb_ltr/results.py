@@ -1,0 +1,100 @@
+"""The result of a fit: plain numpy/xarray, no torch.
+
+:class:`FitResult` is the contract between the fitter (``nwb_ltr.fit``), the NWB writer/reader
+(``nwb_ltr.nwb_io``), model selection, plots and widgets.  It holds *everything* needed to run the
+fitted model forward again (see ``nwb_ltr.model.LtrRNN.from_result``), as named, labelled arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from nwb_ltr import dims
+
+
+@dataclass
+class FitResult:
+    """A fitted low-tensor-rank RNN.
+
+    Attributes
+    ----------
+    trial_factors
+        ``(trial, rank)``: c[k, r].  Coords: ``trial`` (trials-table ids), and per-trial
+        ``condition``, ``epoch``, ``trial_index`` (original position in the trials table).
+    column_factors
+        ``(rnn_unit, rank)``: a_r, unit norm (output directions of W).
+    row_factors
+        ``(rnn_unit, rank)``: b_r, unit norm (input-selection directions of W).
+    decoder_weight
+        ``(unit, rnn_unit)``: readout matrix (orthonormal rows for the orthogonal decoder).
+    decoder_scale, decoder_offset
+        ``(unit,)``: per-unit scale and offset; prediction = link(scale * (weight @ phi(x)) + offset).
+    input_map
+        ``(rnn_unit, input)``: G, maps the input time courses into the RNN.
+    inputs
+        ``(condition, time, input)``: realised input time course u_c(t) for each condition, on the
+        model time axis (zero where inputs are switched off).
+    initial_states
+        ``(condition, rnn_unit)``: x_c(t0) per condition (identical rows when shared).
+    bias
+        ``(rnn_unit,)``: β.
+    latents
+        ``(trial, time, rank)``: κ, coordinates of the state in span(A) (x ≈ A κ).
+    reconstruction
+        ``(trial, time, unit)``: the model's expected data (rates × bin for Poisson counts, or the
+        Gaussian mean), same coords as the fitted data.
+    history
+        One row per recorded iteration: ``iteration``, ``train_loss``, ``val_loss`` (NaN when not
+        evaluated), ``lr``, ``seconds``.
+    metrics
+        Scalar metrics, e.g. ``train_loss``, ``val_loss``, ``test_loss``, ``test_r2``,
+        ``test_bits_per_spike``, ``n_iters``, ``best_iter``, ``stopped_reason``.
+    config
+        The frozen config objects as a plain dict (JSON-serialisable): ``{"model": {...},
+        "fit": {...}}``.
+    provenance
+        JSON-serialisable dict: package versions, seed, device, data attrs (source, event, window,
+        bin size, transform, sha256 / DANDI identifiers), timestamps.
+    masks
+        ``(trial, time, unit)`` int8 DataArray: 0 = train, 1 = validation, 2 = test, -1 = missing.
+    """
+
+    trial_factors: xr.DataArray
+    column_factors: xr.DataArray
+    row_factors: xr.DataArray
+    decoder_weight: xr.DataArray
+    decoder_scale: xr.DataArray
+    decoder_offset: xr.DataArray
+    input_map: xr.DataArray
+    inputs: xr.DataArray
+    initial_states: xr.DataArray
+    bias: xr.DataArray
+    latents: xr.DataArray
+    reconstruction: xr.DataArray
+    history: pd.DataFrame
+    metrics: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    masks: xr.DataArray | None = None
+
+    @property
+    def rank(self) -> int:
+        """Tensor rank R."""
+        return int(self.trial_factors.sizes[dims.RANK])
+
+    @property
+    def rnn_dim(self) -> int:
+        """Number of RNN units D."""
+        return int(self.column_factors.sizes[dims.RNN_UNIT])
+
+    def weights(self, trial: Any) -> np.ndarray:
+        """Recurrent weight matrix W_k = Σ_r c[k, r] a_r b_rᵀ for one trial id, ``(D, D)``."""
+        c = self.trial_factors.sel({dims.TRIAL: trial}).values
+        a = self.column_factors.values
+        b = self.row_factors.values
+        return (a * c) @ b.T
