@@ -293,7 +293,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from nwb_ltr.plot import show_results
+    from nwb_ltr.report import show_results
 
     report = show_results(args.results, png=args.png, html=args.html)
     print(report.text)

@@ -1,4 +1,4 @@
-"""The whole chain: open → align → fit → write.  The only module that knows all the steps.
+"""Open → align → fit → write one session, and the demo.
 
 The CLI verbs ``fit`` and ``demo`` are thin wrappers around :func:`run_fit` and :func:`run_demo`.
 """
