@@ -55,6 +55,146 @@ class AlignConfig:
     smooth: float | None = None
 
 
+class Integrator(str, enum.Enum):
+    """Fixed-step integration scheme of the RNN dynamics (one or more sub-steps per bin)."""
+
+    EULER = "euler"  #: forward Euler (the reference's discretisation at a fixed step)
+    RK4 = "rk4"  #: classical Runge-Kutta 4, input held constant over each bin
+
+
+class DecoderKind(str, enum.Enum):
+    """Readout from the RNN activity phi(x) to the recorded units."""
+
+    ORTHOGONAL = "orthogonal"  #: orthonormal rows (or columns when N > D) plus per-unit scale, offset
+    LINEAR = "linear"  #: unconstrained matrix plus per-unit scale and offset
+
+
+class InputKind(str, enum.Enum):
+    """How the condition-specific input time courses u_c(t) are parameterised."""
+
+    SMOOTH = "smooth"  #: weights on Gaussian temporal basis functions spanning the input window
+    FREE = "free"  #: one free value per bin, condition and input
+
+
+class InputWindow(str, enum.Enum):
+    """Which bins receive the condition-specific inputs."""
+
+    PREPARATORY = "preparatory"  #: bins with time < 0 (before the alignment event)
+    ALL = "all"  #: every bin
+
+
+class InitialState(str, enum.Enum):
+    """Initial RNN state at the first bin (always in span(A) when ``latent_inputs``)."""
+
+    SHARED = "shared"  #: one state for every trial
+    PER_CONDITION = "per_condition"  #: one state per condition
+
+
+class DType(str, enum.Enum):
+    """Floating-point precision of the fit."""
+
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Structure of the low-tensor-rank RNN (see design.md section 2).
+
+    Attributes
+    ----------
+    rank : tensor rank R of the recurrent weights (number of components).
+    rnn_dim : number of RNN units D (must be >= rank).
+    likelihood : poisson or gaussian; None = poisson for ``transform="counts"`` data, else gaussian.
+    tau : time constant of the units in seconds (the step is the data's bin size).
+    integrator : euler or rk4.
+    substeps : integration sub-steps per bin (``bin_size / substeps / tau`` must be <= 1).
+    decoder : orthogonal (with per-unit scale and offset) or linear.
+    input_kind : smooth (temporal basis) or free (one value per bin) condition inputs.
+    n_inputs : input dimensions per condition; None = rank.
+    n_input_basis : number of Gaussian basis functions for smooth inputs.
+    input_window : preparatory (time < 0) or all bins.
+    initial_state : shared or per_condition.
+    latent_inputs : inputs, bias and initial states in span(A) (the dynamics then run in the
+        R-dim latent space, x = A kappa); False gives free D-dim input map, bias, initial states.
+    gp_length : length scale of the rational-quadratic GP prior over trial index (trials).
+    gp_alpha : shape parameter of the rational-quadratic kernel.
+    gp_sigma : amplitude of the smooth GP component of the trial factors.
+    gp_sigma_obs : amplitude of the white (trial-to-trial) component.
+    gp_epoch_breaks : make the smooth component independent across epochs (blocks).
+    """
+
+    rank: int = 5
+    rnn_dim: int = 100
+    likelihood: Likelihood | None = None
+    tau: float = 0.1
+    integrator: Integrator = Integrator.EULER
+    substeps: int = 1
+    decoder: DecoderKind = DecoderKind.ORTHOGONAL
+    input_kind: InputKind = InputKind.SMOOTH
+    n_inputs: int | None = None
+    n_input_basis: int = 8
+    input_window: InputWindow = InputWindow.PREPARATORY
+    initial_state: InitialState = InitialState.SHARED
+    latent_inputs: bool = True
+    gp_length: float = 15.0
+    gp_alpha: float = 1.0
+    gp_sigma: float = 0.5
+    gp_sigma_obs: float = 0.1
+    gp_epoch_breaks: bool = False
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How the model is fitted (optimiser, masks, stopping, checkpoints).
+
+    Attributes
+    ----------
+    max_iters : maximum number of optimiser steps.
+    lr : Adam learning rate.
+    grad_clip : clip the global gradient norm to this value (None = no clipping).
+    activity_penalty : weight of mean(phi(x)^2) in the objective.
+    input_penalty : weight of mean(u^2) over the active input bins.
+    prior_weight : weight of the GP prior term 0.5*|z|^2 / n_train_entries (1 = MAP estimate with
+        the likelihood per entry).
+    trial_dropout : fraction of trials left out of the loss at each step (0 = none).
+    batch_size : trials per step (None = full batch).
+    eval_every : iterations between validation evaluations.
+    patience : evaluations without relative improvement > min_delta before stopping (None = never).
+    min_delta : relative improvement of the validation loss that resets the patience.
+    test_fraction : fraction of entries in test blocks.
+    val_fraction : fraction of entries in validation blocks (early stopping).
+    block_half_widths : (time, trial, unit) half-widths of the test/validation blocks.
+    buffer_widths : (time, trial, unit) widths of the buffer around each block, left out of training.
+    n_folds : number of cross-validation folds (None = round(1 / test_fraction)).
+    fold : which fold's blocks are the test blocks.
+    checkpoint_every : iterations between checkpoints (when a checkpoint folder is given).
+    max_nan_retries : roll-backs (each halving the learning rate) before a non-finite loss is fatal.
+    dtype : float32 or float64.
+    """
+
+    max_iters: int = 3000
+    lr: float = 0.02
+    grad_clip: float | None = 10.0
+    activity_penalty: float = 0.01
+    input_penalty: float = 0.01
+    prior_weight: float = 1.0
+    trial_dropout: float = 0.0
+    batch_size: int | None = None
+    eval_every: int = 5
+    patience: int | None = 20
+    min_delta: float = 1e-4
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    block_half_widths: tuple[int, int, int] = (3, 3, 0)
+    buffer_widths: tuple[int, int, int] = (1, 1, 0)
+    n_folds: int | None = None
+    fold: int = 0
+    checkpoint_every: int = 100
+    max_nan_retries: int = 5
+    dtype: DType = DType.FLOAT32
+
+
 T = TypeVar("T")
 
 
