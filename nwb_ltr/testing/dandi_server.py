@@ -1,0 +1,408 @@
+"""A small DANDI-API-compatible HTTP server on 127.0.0.1, for tests.
+
+The real DANDI archive cannot be reached from test machines, so this module serves local files
+through the subset of the DANDI REST API that the ``dandi`` client (``DandiAPIClient``) and
+``remfile`` use: server info, dandisets, versions (``draft`` and published ones), asset listings
+with pagination and ``?path=`` / ``?glob=`` filters, asset metadata with ``dandi:dandi-etag`` and
+``dandi:sha2-256`` digests, ``download/`` answering ``302`` to a blob URL, and blobs answering
+HTTP range requests with ``206``.  Every request is logged, and faults (errors, stalls, truncated
+or corrupted bodies, connection resets) can be queued per path.
+
+Examples
+--------
+>>> from nwb_ltr.testing.dandi_server import DandiServer
+>>> with DandiServer() as server:  # doctest: +SKIP
+...     server.add_asset("000001", "sub-1/sub-1_ses-1.nwb", "session.nwb")
+...     client = DandiAPIClient(api_url=server.api_url)
+...     asset = client.get_dandiset("000001", "draft").get_asset_by_path("sub-1/sub-1_ses-1.nwb")
+...     server.inject_fault("/blobs/*", "status", status=503, retry_after=1)
+...     assert not server.blob_requests()
+
+See :mod:`nwb_ltr.testing.pytest_plugin` for the ``dandi_server`` pytest fixture.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import re
+import socket
+import struct
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from os import PathLike
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from nwb_ltr.testing._dandi_api import ApiRouter, ServedAsset, Store
+
+logger = logging.getLogger(__name__)
+
+FAULT_KINDS = ("status", "stall", "truncate", "reset", "corrupt")
+_CHUNK = 1 << 16
+
+
+@dataclass
+class Fault:
+    """One injected fault, consumed by the next ``times`` requests whose path matches ``path``.
+
+    Attributes
+    ----------
+    path : str
+        ``fnmatch`` pattern on the URL path (no query), e.g. ``"/blobs/*"`` or ``"/api/info/"``.
+    kind : str
+        ``"status"`` (answer ``status`` with an optional ``Retry-After``), ``"stall"`` (sleep
+        ``seconds`` before answering normally), ``"truncate"`` (announce the full length, send
+        ``nbytes`` bytes, close), ``"reset"`` (close the connection without answering) or
+        ``"corrupt"`` (answer normally with the first body byte flipped).
+    """
+
+    path: str
+    kind: str = "status"
+    times: int = 1
+    method: str | None = None
+    status: int = 500
+    retry_after: float | None = None
+    seconds: float = 5.0
+    nbytes: int | None = None
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request the server received (``status`` 0 when the connection was reset)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    range: str | None
+    status: int
+    kind: str  # "api", "download" (302 to a blob) or "blob"
+    fault: str | None = None
+
+
+@dataclass
+class _Reply:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    file: Path | None = None  # blob replies stream ``length`` bytes from ``offset`` of this file
+    offset: int = 0
+    length: int = 0
+
+
+class DandiServer:
+    """A DANDI-API-compatible server on 127.0.0.1 with an ephemeral port, run in a thread.
+
+    Parameters
+    ----------
+    assets : mapping, optional
+        ``{dandiset_id: {asset_path: local_file}}`` added to each dandiset's ``draft`` version.
+    root : path, optional
+        A folder laid out as ``<dandiset_id>/<asset path>``; every file under a six-digit folder
+        is added to that dandiset's ``draft`` version.
+    start : bool
+        Start serving at once (otherwise call :meth:`start` or use ``with``).
+
+    Attributes
+    ----------
+    api_url : str
+        Base API URL to pass to ``DandiAPIClient(api_url=...)``, ``http://127.0.0.1:PORT/api``.
+    """
+
+    def __init__(
+        self,
+        assets: Mapping[str, Mapping[str, str | PathLike[str]]] | None = None,
+        *,
+        root: str | PathLike[str] | None = None,
+        start: bool = True,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self._log: list[RequestRecord] = []
+        self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.app = self
+        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self.api_url = f"{self.base_url}/api"
+        self.store = Store()
+        self._router = ApiRouter(self.store, self.base_url)
+        self._thread: threading.Thread | None = None
+        for dandiset_id, files in (assets or {}).items():
+            for path, file in files.items():
+                self.add_asset(dandiset_id, path, file)
+        if root is not None:
+            self.add_folder(root)
+        if start:
+            self.start()
+
+    # ---------------------------------------------------------------- content
+    def add_asset(self, dandiset_id: str, path: str, file: str | PathLike[str]) -> ServedAsset:
+        """Serve ``file`` as asset ``path`` of the draft version of ``dandiset_id`` (created if new).
+
+        The digests (``dandi:sha2-256``, ``dandi:dandi-etag``) are computed now; the bytes are read
+        from ``file`` at request time, so leave it in place while the server runs.
+        """
+        return self.store.add_asset(dandiset_id, path, Path(file))
+
+    def add_folder(self, root: str | PathLike[str]) -> list[ServedAsset]:
+        """Add every file under ``root/<dandiset_id>/`` (six-digit folder names) to that draft."""
+        added = []
+        for folder in sorted(Path(root).iterdir()):
+            if folder.is_dir() and re.fullmatch(r"\d{6}", folder.name):
+                for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+                    rel = file.relative_to(folder).as_posix()
+                    if not any(part.startswith(".") for part in rel.split("/")):
+                        added.append(self.add_asset(folder.name, rel, file))
+        return added
+
+    def publish(self, dandiset_id: str, version: str | None = None) -> str:
+        """Freeze the current draft of ``dandiset_id`` as a published version; return its id.
+
+        ``version`` defaults to a DANDI-style ``0.YYMMDD.HHMM`` id derived from the current time.
+        """
+        return self.store.publish(dandiset_id, version)
+
+    # ---------------------------------------------------------------- faults and log
+    def inject_fault(
+        self,
+        path: str,
+        kind: str = "status",
+        *,
+        times: int = 1,
+        method: str | None = None,
+        status: int = 500,
+        retry_after: float | None = None,
+        seconds: float = 5.0,
+        nbytes: int | None = None,
+    ) -> Fault:
+        """Queue a fault for the next ``times`` requests whose URL path matches ``path``.
+
+        See :class:`Fault` for the kinds.  Faults are consumed in the order they were queued.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; use one of {', '.join(FAULT_KINDS)}")
+        fault = Fault(path, kind, times, method, status, retry_after, seconds, nbytes)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        """Drop every queued fault."""
+        with self._lock:
+            self._faults.clear()
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """A copy of the request log, oldest first."""
+        with self._lock:
+            return list(self._log)
+
+    def blob_requests(self, method: str | None = "GET") -> list[RequestRecord]:
+        """Requests for blob bytes (``method=None``: any method, including ``HEAD``)."""
+        return [r for r in self.requests if r.kind == "blob" and method in (None, r.method)]
+
+    def clear_requests(self) -> None:
+        """Empty the request log."""
+        with self._lock:
+            self._log.clear()
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fnmatch.fnmatchcase(path, fault.path) and fault.method in (None, method):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _record(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._log.append(record)
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> DandiServer:
+        """Serve in a daemon thread (no-op when already serving)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
+            self._thread.start()
+            logger.debug("DANDI test server listening on %s", self.api_url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> DandiServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"DandiServer(api_url={self.api_url!r}, dandisets={sorted(self.store.dandisets)})"
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    app: DandiServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        logger.debug("%s " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._handle(head=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._handle(head=True)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._send(_json_reply(405, {"detail": "Method not allowed: this test server is read-only."}))
+
+    do_PUT = do_PATCH = do_DELETE = do_POST  # noqa: N815
+
+    def _handle(self, head: bool) -> None:
+        app = self.server.app
+        split = urlsplit(self.path)
+        query = dict(parse_qsl(split.query, keep_blank_values=True))
+        fault = app._take_fault(self.command, split.path)
+        kind = "blob" if split.path.startswith("/blobs/") else "api"
+        if fault is not None and fault.kind == "stall":
+            time.sleep(fault.seconds)
+        if fault is not None and fault.kind == "reset":
+            app._record(
+                RequestRecord(self.command, split.path, query, self.headers.get("Range"), 0, kind, "reset")
+            )
+            self._reset()
+            return
+        if fault is not None and fault.kind == "status":
+            reply = _json_reply(fault.status, {"detail": f"injected fault: HTTP {fault.status}"})
+            if fault.retry_after is not None:
+                reply.headers["Retry-After"] = f"{fault.retry_after:g}"
+        elif kind == "blob":
+            reply = self._blob(split.path, self.headers.get("Range"))
+        else:
+            status, payload, location = app._router.route(split.path, query, self.path)
+            if location is not None:
+                kind = "download"
+                reply = _Reply(302, {"Location": location, "Content-Type": "text/plain"})
+            else:
+                reply = _json_reply(status, payload)
+        app._record(
+            RequestRecord(
+                self.command,
+                split.path,
+                query,
+                self.headers.get("Range"),
+                reply.status,
+                kind,
+                fault.kind if fault is not None else None,
+            )
+        )
+        self._send(reply, head=head, fault=fault)
+
+    def _blob(self, path: str, range_header: str | None) -> _Reply:
+        asset = self.server.app.store.blobs.get(path.rsplit("/", 1)[-1])
+        if asset is None:
+            return _json_reply(404, {"detail": "Not found."})
+        size = asset.size
+        headers = {
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+            "ETag": f'"{asset.dandi_etag}"',
+        }
+        if range_header is None:
+            return _Reply(200, headers, file=asset.file, offset=0, length=size)
+        span = _parse_range(range_header, size)
+        if span is None:
+            headers["Content-Range"] = f"bytes */{size}"
+            return _Reply(416, headers)
+        start, stop = span
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        return _Reply(206, headers, file=asset.file, offset=start, length=stop - start)
+
+    def _send(self, reply: _Reply, *, head: bool = False, fault: Fault | None = None) -> None:
+        length = reply.length if reply.file is not None else len(reply.body)
+        try:
+            self.send_response(reply.status)
+            for key, value in reply.headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            if head:
+                return
+            limit = length
+            if fault is not None and fault.kind == "truncate":
+                limit = fault.nbytes if fault.nbytes is not None else length // 2
+                self.close_connection = True
+            flip = fault is not None and fault.kind == "corrupt"
+            for chunk in _iter_body(reply, limit):
+                if flip and chunk:
+                    chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
+                    flip = False
+                self.wfile.write(chunk)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # client closed early (remfile does)
+            self.close_connection = True
+
+    def _reset(self) -> None:
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:  # pragma: no cover - platform without SO_LINGER
+            pass
+        self.close_connection = True
+
+
+def _iter_body(reply: _Reply, limit: int):  # type: ignore[no-untyped-def]
+    if reply.file is None:
+        yield reply.body[:limit]
+        return
+    with open(reply.file, "rb") as f:
+        f.seek(reply.offset)
+        remaining = min(limit, reply.length)
+        while remaining > 0:
+            chunk = f.read(min(_CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+
+
+def _json_reply(status: int, payload: Any) -> _Reply:
+    body = json.dumps(payload).encode()
+    return _Reply(status, {"Content-Type": "application/json"}, body)
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` → half-open ``(start, stop)``, None if unsatisfiable."""
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.groups()
+    if first == "":
+        start, stop = max(size - int(last), 0), size
+    else:
+        start = int(first)
+        stop = size if last == "" else min(int(last) + 1, size)
+    if start >= size or start >= stop:
+        return None
+    return start, stop
+
+
+__all__ = ["FAULT_KINDS", "DandiServer", "Fault", "RequestRecord", "ServedAsset"]
