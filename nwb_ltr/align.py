@@ -164,14 +164,14 @@ def align_trials(
             reasons.append(f"{int(no_epoch.sum())} outside every interval of nwbfile.epochs")
             keep &= ~no_epoch
     n_dropped = int(chosen.sum() - keep.sum())
-    if n_dropped:
-        logger.warning("dropped %d of %d trials: %s", n_dropped, int(chosen.sum()), "; ".join(reasons))
     rows = np.flatnonzero(keep)
     if len(rows) == 0:
         raise AlignmentError(
             f"no trials left to align: all {int(chosen.sum())} selected trials were dropped "
             f"({'; '.join(reasons)}); check align_to, window and the trials filter"
         )
+    if n_dropped:
+        logger.warning("dropped %d of %d trials: %s", n_dropped, int(chosen.sum()), "; ".join(reasons))
 
     condition_values = None
     if condition is not None:
@@ -381,7 +381,7 @@ def _select_trials(table: TrialsTable, trials: TrialSelection) -> np.ndarray:
         mask = _mask_from(trials, table.ids, "trials", "trial")
     if not mask.any():
         raise AlignmentError(
-            f"trials={_short(trials)} selects no trials; loosen the filter (the table has {n} trials)"
+            f"{_describe(trials, 'trials')} selects no trials; loosen the filter (the table has {n} trials)"
         )
     return mask
 
@@ -440,9 +440,18 @@ def _select_units(spikes: Spikes, units: UnitSelection) -> np.ndarray:
     mask = _mask_from(units, spikes.ids, "units", "unit")
     if not mask.any():
         raise AlignmentError(
-            f"units={_short(units)} selects no units; pass unit ids from the Units table ({len(spikes.ids)} units)"
+            f"{_describe(units, 'units')} selects no units; pass unit ids from the Units table ({len(spikes.ids)} units)"
         )
     return np.flatnonzero(mask)
+
+
+def _describe(selection: Any, role: str) -> str:
+    """How a selection is named in messages: the query, ``the mask (all False)`` or the id list."""
+    if isinstance(selection, str):
+        return f"{role} query {selection!r}"
+    if np.asarray(selection).dtype == bool:
+        return f"{role} mask (all False)"
+    return f"{role}={_short(selection)}"
 
 
 def _short(value: Any, limit: int = 60) -> str:
