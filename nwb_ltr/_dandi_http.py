@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 _BACKOFF_S = 0.25  # first retry delay; doubles per retry up to _MAX_BACKOFF_S
 _MAX_BACKOFF_S = 4.0
 _MAX_RETRY_AFTER_S = 10.0  # a server's Retry-After is honoured up to this many seconds
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16  # bytes per read; a broken transfer resumes after the last whole chunk
 
 
 def _check_limits(timeout: float, retries: int) -> None:
@@ -297,7 +297,7 @@ def download_asset(
                             f"({_reason(exc, timeout) if isinstance(exc, requests.RequestException) else exc}); "
                             "try again later or stream it (drop --download)"
                         ) from exc
-                    logger.warning("download of %s interrupted (%s); retrying", remote.path, exc)
+                    logger.warning("download of %s failed (%s); retrying", remote.path, exc)
                     _sleep_before_retry(attempt, None)
         os.replace(tmp, dest)
     finally:
