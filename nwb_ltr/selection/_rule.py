@@ -1,0 +1,185 @@
+"""Summaries of a sweep, the selection rule and seed stability (pure pandas/numpy/scipy)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+
+from nwb_ltr.errors import ConfigError
+
+#: selection rules understood by :func:`choose`
+RULES = ("1se", "min")
+
+RULE_TEXT = {
+    "1se": (
+        "one-standard-error rule: the smallest rank (then the smallest rnn_dim, then the first "
+        "value of any other swept parameter) whose mean test loss is within one standard error "
+        "of the best mean test loss; means and standard errors are taken over the successful "
+        "seeds × folds of each hyper-parameter setting"
+    ),
+    "min": (
+        "minimum rule: the hyper-parameters with the lowest mean test loss over the successful seeds × folds"
+    ),
+}
+
+
+def factor_similarity(reference: np.ndarray, other: np.ndarray) -> float:
+    """Similarity of two sets of factors after permutation and sign matching.
+
+    Columns (components) are normalised to unit length and matched one-to-one by the Hungarian
+    algorithm on their absolute cosine similarity (so component order and signs do not matter);
+    the score is the mean matched ``|cosine|``, in [0, 1] (1 = identical up to permutation, sign
+    and scale).  Factors of different ranks are matched on the smaller rank.
+
+    Parameters
+    ----------
+    reference, other
+        ``(trial, rank)`` arrays over the same trials.
+    """
+    a = np.asarray(reference, dtype=np.float64)
+    b = np.asarray(other, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"factors must be (trial, rank) arrays over the same trials, got {a.shape} and {b.shape}"
+        )
+    if a.shape[1] == 0 or b.shape[1] == 0:
+        return math.nan
+    na = np.linalg.norm(a, axis=0)
+    nb = np.linalg.norm(b, axis=0)
+    a = a / np.where(na > 0, na, 1.0)
+    b = b / np.where(nb > 0, nb, 1.0)
+    sim = np.abs(a.T @ b)
+    rows, cols = linear_sum_assignment(-sim)
+    return float(sim[rows, cols].mean())
+
+
+def hyper_columns(table: pd.DataFrame) -> list[str]:
+    """Columns that define a hyper-parameter setting: rank, rnn_dim and any swept parameter."""
+    fixed = {
+        "seed",
+        "fold",
+        "status",
+        "error",
+        "seconds",
+        "stability",
+        "selected",
+        "key",
+        "name",
+        "train_loss",
+        "val_loss",
+        "test_loss",
+        "test_r2",
+        "test_bits_per_spike",
+        "n_iters",
+        "order",
+        "result_name",
+        "metrics",
+    }
+    return [c for c in table.columns if c not in fixed]
+
+
+def add_stability(table: pd.DataFrame, factors: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Fill ``stability``: each seed's similarity to the best seed of its setting and fold.
+
+    The best seed is the one with the lowest test loss among the successful seeds of the same
+    hyper-parameters and fold; it scores 1.  Failed candidates get NaN (they have no factors).
+    """
+    out = table.copy()
+    out["stability"] = math.nan
+    ok = out[out["status"] == "ok"]
+    for _, group in ok.groupby([*hyper_columns(out), "fold"], sort=False, dropna=False):
+        best = group["test_loss"].idxmin()
+        ref = factors[out.at[best, "key"]]
+        for idx in group.index:
+            out.at[idx, "stability"] = (
+                1.0 if idx == best else factor_similarity(ref, factors[out.at[idx, "key"]])
+            )
+    return out
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per hyper-parameter setting: candidates, failures, mean ± sem test loss, stability.
+
+    ``stability`` is the mean similarity of the non-best seeds to the best seed (over folds); it
+    is NaN when a setting has a single successful seed per fold (nothing to compare).
+    """
+    keys = hyper_columns(table)
+    rows = []
+    for values, group in table.groupby(keys, sort=False, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        ok = group[group["status"] == "ok"]
+        losses = ok["test_loss"].to_numpy(dtype=float)
+        n = len(losses)
+        others = pd.Series([], dtype=float)
+        if "stability" in ok and n:
+            # every seed except each fold's best one (which scores exactly 1 by definition)
+            best_idx = ok.groupby("fold")["test_loss"].idxmin()
+            others = ok.loc[ok.index.difference(best_idx), "stability"]
+        rows.append(
+            {
+                **dict(zip(keys, values)),
+                "n_candidates": len(group),
+                "n_ok": n,
+                "n_failed": int((group["status"] != "ok").sum()),
+                "mean_test_loss": float(losses.mean()) if n else math.nan,
+                "sem_test_loss": float(losses.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan,
+                "mean_val_loss": float(ok["val_loss"].mean()) if n else math.nan,
+                "mean_test_r2": float(ok["test_r2"].mean()) if n else math.nan,
+                "mean_test_bits_per_spike": float(ok["test_bits_per_spike"].mean()) if n else math.nan,
+                "stability": float(others.mean()) if len(others) else math.nan,
+                "stability_min": float(others.min()) if len(others) else math.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def choose(summary: pd.DataFrame, rule: str = "1se") -> tuple[int, str]:
+    """Index (into ``summary``) of the selected setting, and a sentence explaining the choice.
+
+    ``1se``: the smallest rank, then the smallest rnn_dim (then grid order of any other swept
+    parameter), among settings whose mean test loss <= best mean + standard error of the best
+    (the standard error counts as 0 when the best setting has a single successful candidate).
+    ``min``: the setting with the lowest mean test loss.
+    """
+    if rule not in RULES:
+        raise ConfigError(f"unknown selection rule {rule!r}; use one of {', '.join(RULES)}")
+    usable = summary[summary["n_ok"] > 0]
+    if usable.empty:
+        raise ValueError("no hyper-parameter setting has a successful candidate")
+    best = usable["mean_test_loss"].idxmin()
+    best_mean = float(usable.at[best, "mean_test_loss"])
+    best_sem = float(usable.at[best, "sem_test_loss"])
+    describe = _describe(summary, best)
+    if rule == "min":
+        return int(best), f"lowest mean test loss: {describe} ({best_mean:.6g} ± {best_sem:.2g})"
+    threshold = best_mean + (best_sem if np.isfinite(best_sem) else 0.0)
+    eligible = usable[usable["mean_test_loss"] <= threshold + 1e-12 * abs(threshold)]
+    order = eligible.assign(_pos=np.arange(len(eligible))).sort_values(
+        ["rank", "rnn_dim", "_pos"], kind="stable"
+    )
+    chosen = int(order.index[0])
+    text = (
+        f"best mean test loss {best_mean:.6g} ± {best_sem:.2g} (sem) at {describe}; threshold "
+        f"{threshold:.6g}; smallest setting within it: {_describe(summary, chosen)} "
+        f"({float(summary.at[chosen, 'mean_test_loss']):.6g})"
+    )
+    return chosen, text
+
+
+def _describe(summary: pd.DataFrame, idx: Any) -> str:
+    keys = [c for c in summary.columns if c in hyper_columns(summary)]
+    keys = [k for k in keys if not k.startswith(("n_", "mean_", "sem_", "stability"))]
+    return " ".join(f"{k}={summary.at[idx, k]}" for k in keys)
+
+
+def setting_mask(table: pd.DataFrame, setting: dict[str, Any], keys: Sequence[str]) -> pd.Series:
+    """Boolean rows of ``table`` that belong to one hyper-parameter setting."""
+    mask = pd.Series(True, index=table.index)
+    for k in keys:
+        mask &= table[k].map(lambda v, target=setting[k]: v == target)
+    return mask

@@ -1,0 +1,412 @@
+"""``select``: cross-validated sweeps over rank, RNN size and any other hyper-parameter."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from nwb_ltr import dims
+from nwb_ltr.config import FitConfig, ModelConfig
+from nwb_ltr.errors import ConfigError, ConfigTypeError, FitError
+from nwb_ltr.results import FitResult
+from nwb_ltr.selection._execute import (
+    METRICS,
+    DaskBackend,
+    ProcessBackend,
+    SerialBackend,
+    TaskSpec,
+)
+from nwb_ltr.selection._grid import SWEEP_FORMAT, Candidate, build_grid, data_fingerprint, digest
+from nwb_ltr.selection._rule import RULE_TEXT, RULES, add_stability, choose, hyper_columns, summarize
+from nwb_ltr.selection._store import SweepStore
+
+logger = logging.getLogger(__name__)
+
+#: FitConfig fields that shape the cross-validation blocks: fixed for the whole sweep
+MASK_FIELDS = ("test_fraction", "val_fraction", "block_half_widths", "buffer_widths")
+
+
+@dataclass
+class SelectionResult:
+    """Outcome of :func:`select`.
+
+    Attributes
+    ----------
+    table
+        One row per candidate (rank × rnn_dim × swept params × seed × fold), in grid order:
+        ``rank``, ``rnn_dim``, swept parameters, ``seed``, ``fold``, ``status`` ("ok"/"failed"),
+        ``error`` (one line, empty when ok), ``train_loss``, ``val_loss``, ``test_loss``,
+        ``test_r2``, ``test_bits_per_spike``, ``n_iters`` (NaN for failed candidates, never for
+        successful ones' test loss), ``seconds``, ``stability`` (similarity of the candidate's trial
+        factors to the best seed's of the same setting and fold), ``selected`` (row belongs to the
+        selected setting), ``name`` (candidate name) and ``key`` (its sweep-folder key).
+    summary_table
+        One row per hyper-parameter setting: ``n_candidates``, ``n_ok``, ``n_failed``,
+        ``mean_test_loss``, ``sem_test_loss``, ``mean_val_loss``, ``mean_test_r2``,
+        ``mean_test_bits_per_spike``, ``stability`` (mean over non-best seeds), ``stability_min``,
+        ``selected``.
+    selected
+        The chosen hyper-parameters (``rank``, ``rnn_dim``, swept params) and the ``seed`` of the refit.
+    fit
+        The selected setting refitted on all training data (fold 0's blocks with the test blocks
+        given back to training; validation blocks kept for early stopping); None if ``refit=False``.
+    rule
+        The rule and the numbers behind the choice, as a sentence.
+    fits
+        Candidate name -> FitResult, only when the sweep kept every fit (``keep_fits=True``).
+    sweep_dir
+        Folder with the finished candidates (None for an in-memory sweep).
+    """
+
+    table: pd.DataFrame
+    summary_table: pd.DataFrame
+    selected: dict[str, Any]
+    fit: FitResult | None
+    rule: str
+    fits: dict[str, FitResult] = field(default_factory=dict)
+    sweep_dir: Path | None = None
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """Rows of the candidates that failed (with their ``error``)."""
+        return self.table[self.table["status"] != "ok"]
+
+    @property
+    def ok(self) -> bool:
+        """True when every candidate (and the refit) succeeded."""
+        return bool(len(self.failed) == 0)
+
+
+def _check_data(data: Any) -> xr.DataArray:
+    if not isinstance(data, xr.DataArray):
+        raise ConfigTypeError(
+            f"data must be an xarray.DataArray from align_trials, got {type(data).__name__}"
+        )
+    if set(data.dims) != set(dims.DATA_DIMS):
+        raise ConfigError(f"data must have dims {dims.DATA_DIMS}, got {data.dims}; use nwb_ltr.align_trials")
+    return data.transpose(*dims.DATA_DIMS)
+
+
+def _default_workers(workers: int | None, n_todo: int) -> int:
+    if workers is None:
+        return max(1, min(os.cpu_count() or 1, n_todo))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    return max(1, min(workers, n_todo))
+
+
+def _split_options(fit_options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(fit options, mask options): mask-shaping FitConfig fields are applied to every fold's masks."""
+    for name in ("masks", "seed", "rank", "fold", "n_folds"):
+        if name in fit_options:
+            raise ConfigError(f"select sets {name!r} itself; remove it from the fit options")
+    options = dict(fit_options)
+    mask_options = {k: options.pop(k) for k in MASK_FIELDS if k in options}
+    fit_config = options.get("fit_config")
+    if isinstance(fit_config, FitConfig):
+        for k in MASK_FIELDS:
+            if getattr(fit_config, k) != getattr(FitConfig(), k):
+                mask_options.setdefault(k, getattr(fit_config, k))
+    return options, mask_options
+
+
+def _progress(progress: bool, total: int, initial: int) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="select", unit="fit")
+
+
+def select(
+    data: xr.DataArray,
+    *,
+    ranks: int | Iterable[int],
+    rnn_dims: int | Iterable[int] | None = None,
+    seeds: int | Iterable[int] = 3,
+    folds: int = 2,
+    params: Mapping[str, Sequence[Any]] | None = None,
+    likelihood: str | None = None,
+    max_iters: int | None = None,
+    client: Any = None,
+    workers: int | None = None,
+    sweep_dir: str | Path | None = None,
+    refit: bool = True,
+    progress: bool = False,
+    rule: str = "1se",
+    mask_seed: int = 0,
+    keep_fits: bool = False,
+    fit_fn: Callable[..., Any] | None = None,
+    masks_fn: Callable[..., Any] | None = None,
+    **fit_options: Any,
+) -> SelectionResult:
+    """Cross-validated selection of rank, RNN size and any other hyper-parameter.
+
+    Every candidate (rank × rnn_dim × params × seed × fold) is fitted on its fold's training
+    entries, early-stopped on its validation blocks and scored on its test blocks.  All candidates
+    of a fold share identical masks (``make_masks(data, seed=mask_seed, fold=f, n_folds=folds)``),
+    so they are compared on the same held-out entries; a candidate's seed changes only the model
+    initialisation.
+
+    Selection rule (``rule="1se"``, the default): the smallest rank, then the smallest rnn_dim,
+    whose mean test loss (over the successful seeds × folds) is within one standard error of the
+    best mean test loss.  ``rule="min"`` takes the lowest mean test loss.  The selected setting is
+    then refitted on all training data with the seed of its lowest mean test loss.
+
+    Parameters
+    ----------
+    data
+        ``(trial, time, unit)`` tensor from :func:`nwb_ltr.align_trials`.
+    ranks, rnn_dims
+        Tensor ranks and RNN sizes to compare (``rnn_dims=None``: the ``rnn_dim`` fit option,
+        else the ModelConfig default).  Settings with rank > rnn_dim are left out.
+    seeds
+        Number of seeds (0..n-1) or the seeds themselves.
+    folds
+        Number of cross-validation folds (>= 2); each fold holds out different test blocks.
+    params
+        Further hyper-parameters to sweep: ModelConfig/FitConfig field -> list of values
+        (e.g. ``{"lr": [0.01, 0.03], "gp_length": [5.0, 15.0]}``).  Fields that shape the masks
+        may not be swept (all candidates must share the test blocks).
+    likelihood, max_iters
+        Passed to :func:`nwb_ltr.fit` (None = its default).
+    client
+        A ``distributed.Client`` or a scheduler address (``"tcp://host:8786"``): candidates become
+        Dask tasks; the data is scattered once to every worker; GPU workers are used by the fit.
+    workers
+        Local worker processes when ``client`` is None (default: number of cores, at most the
+        number of candidates; 1 runs in this process).  Torch threads per worker are set to
+        ``cores // workers``.
+    sweep_dir
+        Folder keeping one record per finished candidate, written as each one finishes; rerunning
+        with the same data and settings skips them (failed candidates are retried).
+    refit
+        Refit the selected setting on all training data (``result.fit``).
+    progress
+        Show a progress bar.
+    rule
+        ``"1se"`` or ``"min"``.
+    mask_seed
+        Seed of the cross-validation blocks (fixed across candidates).
+    keep_fits
+        Keep every candidate's FitResult in ``result.fits`` (and in the sweep folder).
+    fit_fn, masks_fn
+        Replacements for :func:`nwb_ltr.fitting.fit` / :func:`nwb_ltr.fitting.make_masks` with the
+        same signatures (custom models, tests).  Must be picklable for worker processes / Dask.
+    **fit_options
+        Further arguments of :func:`nwb_ltr.fit` fixed for every candidate (``device``,
+        ``model_config``, ``fit_config``, config field overrides such as ``lr=0.01``).
+
+    Returns
+    -------
+    SelectionResult
+
+    Raises
+    ------
+    FitError
+        When every candidate failed (the message quotes the first error), or the refit failed.
+    """
+    data = _check_data(data)
+    if rule not in RULES:
+        raise ConfigError(f"unknown selection rule {rule!r}; use one of {', '.join(RULES)}")
+    if params:
+        bad = [k for k in params if k in MASK_FIELDS]
+        if bad:
+            raise ConfigError(
+                f"cannot sweep {bad[0]!r}: every candidate must share the test blocks; "
+                "set it once as a fit option instead"
+            )
+    if rnn_dims is None:
+        rnn_dims = [int(fit_options.pop("rnn_dim", ModelConfig().rnn_dim))]
+    elif "rnn_dim" in fit_options:
+        raise ConfigError("give rnn_dims or the rnn_dim fit option, not both")
+    cands = build_grid(ranks=ranks, rnn_dims=rnn_dims, seeds=seeds, folds=folds, params=params)
+    options, mask_options = _split_options(fit_options)
+    if likelihood is not None:
+        options["likelihood"] = likelihood
+    if max_iters is not None:
+        options["max_iters"] = max_iters
+    spec = TaskSpec(
+        fit_options=options,
+        mask_seed=int(mask_seed),
+        n_folds=int(folds),
+        mask_options=mask_options,
+        fit_fn=fit_fn,
+        masks_fn=masks_fn,
+        keep_fits=keep_fits,
+    )
+    context = digest(
+        {
+            "format": SWEEP_FORMAT,
+            "data": data_fingerprint(data),
+            "options": options,
+            "masks": mask_options,
+            "mask_seed": mask_seed,
+            "n_folds": folds,
+            "fit_fn": None if fit_fn is None else f"{fit_fn.__module__}.{fit_fn.__qualname__}",
+            "masks_fn": None if masks_fn is None else f"{masks_fn.__module__}.{masks_fn.__qualname__}",
+        },
+        length=32,
+    )
+    store = SweepStore(sweep_dir)
+
+    records: dict[int, dict[str, Any]] = {}
+    fits: dict[str, FitResult] = {}
+    todo: list[Candidate] = []
+    for cand in cands:
+        record = store.load(cand.key(context))
+        fit = store.load_fit(cand.key(context)) if (record is not None and keep_fits) else None
+        if record is None or (keep_fits and fit is None):
+            todo.append(cand)
+            continue
+        records[cand.order] = record
+        if fit is not None:
+            fits[cand.name()] = fit
+    if records:
+        logger.info(
+            "resuming: %d of %d candidates already finished in %s", len(records), len(cands), sweep_dir
+        )
+
+    backend = _backend(data, client, workers, len(todo))
+    bar = _progress(progress, len(cands), len(records))
+    with backend:
+        logger.info("fitting %d candidates (%s)", len(todo), backend.name)
+        try:
+            for cand, record, fit in backend.run(todo, spec):
+                record = {**_row_head(cand), **record}
+                store.save(cand.key(context), record, fit if keep_fits else None)
+                records[cand.order] = record
+                if fit is not None:
+                    fits[cand.name()] = fit
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        table, factors = _table(cands, records, context)
+        n_failed = int((table["status"] != "ok").sum())
+        if n_failed == len(table):
+            raise FitError(f"all {len(table)} candidates failed; first error: {table['error'].iloc[0]}")
+        if n_failed:
+            logger.warning(
+                "%d of %d candidates failed (see the table's 'error' column): %s",
+                n_failed,
+                len(table),
+                "; ".join(
+                    f"{n}: {e}" for n, e in table.loc[table.status != "ok", ["name", "error"]].values[:3]
+                ),
+            )
+        table = add_stability(table, factors)
+        summary = summarize(table)
+        idx, why = choose(summary, rule)
+        keys = hyper_columns(table)
+        selected = {k: _python(summary.at[idx, k]) for k in keys}
+        in_setting = np.ones(len(table), dtype=bool)
+        for k in keys:
+            in_setting &= np.array([v == selected[k] for v in table[k]])
+        table["selected"] = in_setting
+        summary["selected"] = summary.index == idx
+        per_seed = table[in_setting & (table.status == "ok")].groupby("seed")["test_loss"].mean()
+        selected["seed"] = int(per_seed.idxmin())
+        rule_text = f"{RULE_TEXT[rule]}. {why}"
+        logger.info("selected %s", rule_text)
+
+        final: FitResult | None = None
+        if refit:
+            final = _refit(backend, store, context, spec, selected)
+    table = table.drop(columns=["order"])
+    return SelectionResult(
+        table=table,
+        summary_table=summary,
+        selected=selected,
+        fit=final,
+        rule=rule_text,
+        fits=fits,
+        sweep_dir=store.folder,
+    )
+
+
+def _backend(data: xr.DataArray, client: Any, workers: int | None, n_todo: int) -> Any:
+    if client is not None:
+        return DaskBackend(data, client)
+    n = _default_workers(workers, n_todo)
+    if n == 1:
+        return SerialBackend(data)
+    cores = os.cpu_count() or 1
+    return ProcessBackend(data, n, max(1, cores // n))
+
+
+def _row_head(cand: Candidate) -> dict[str, Any]:
+    return {
+        "rank": cand.rank,
+        "rnn_dim": cand.rnn_dim,
+        **{k: v for k, v in cand.params},
+        "seed": cand.seed,
+        "fold": cand.fold,
+    }
+
+
+def _python(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _table(
+    cands: Sequence[Candidate], records: dict[int, dict[str, Any]], context: str
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    rows = []
+    factors: dict[str, np.ndarray] = {}
+    for cand in cands:
+        record = records[cand.order]
+        key = cand.key(context)
+        row = {**_row_head(cand), "status": record["status"], "error": record.get("error", "")}
+        row.update({m: float(record.get(m, math.nan)) for m in METRICS})
+        row.update(
+            {
+                "seconds": float(record.get("seconds", math.nan)),
+                "name": cand.name(),
+                "key": key,
+                "order": cand.order,
+            }
+        )
+        # table values of swept tuple params come back from JSON as lists
+        row.update({k: v for k, v in cand.params})
+        rows.append(row)
+        if record["status"] == "ok":
+            factors[key] = np.asarray(record["trial_factors"], dtype=np.float64)
+    table = pd.DataFrame(rows)
+    table["status"] = table["status"].astype(str)
+    table["error"] = table["error"].fillna("").astype(str)
+    return table, factors
+
+
+def _refit(
+    backend: Any, store: SweepStore, context: str, spec: TaskSpec, selected: dict[str, Any]
+) -> FitResult:
+    params = tuple((k, v) for k, v in selected.items() if k not in ("rank", "rnn_dim", "seed"))
+    cand = Candidate(int(selected["rank"]), int(selected["rnn_dim"]), params, int(selected["seed"]), -1)
+    key = cand.key(context)
+    stored = store.load_fit(key)
+    if stored is not None:
+        logger.info("refit of %s found in the sweep folder", cand.label())
+        return stored
+    logger.info("refitting the selected setting on all training data: %s", cand.label())
+    for _, record, fit in backend.run([cand], spec):
+        if record["status"] != "ok" or fit is None:
+            where = (
+                f"; finished candidates are kept in {store.folder}, rerun to retry" if store.folder else ""
+            )
+            raise FitError(
+                f"refit of the selected candidate ({cand.label()}) failed: {record['error']}{where}"
+            )
+        store.save(key, {**_row_head(cand), **record}, fit)
+        return fit
+    raise FitError(f"refit of the selected candidate ({cand.label()}) produced no result")  # pragma: no cover

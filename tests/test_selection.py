@@ -1,0 +1,297 @@
+"""Model selection: grid, 1-SE rule, failures, resume, local/Dask parallelism, planted rank."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from nwb_ltr import dims
+from nwb_ltr.errors import ConfigError, FitError
+from nwb_ltr.selection import choose, factor_similarity, select, summarize
+
+# ------------------------------------------------------------------------------------------
+# a fake fitter (module level, so worker processes can unpickle it)
+
+#: mean test loss per rank of the fake fitter: rank 3 is within one SE of the best (rank 4)
+FAKE_LOSS = {1: 2.0, 2: 1.5, 3: 1.002, 4: 1.0, 5: 1.001, 6: 1.003}
+CALLS: list[tuple[int, int, int, int]] = []
+
+
+@dataclass
+class FakeFit:
+    """The parts of a FitResult that the sweep reads."""
+
+    trial_factors: xr.DataArray
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def fake_masks(
+    data: xr.DataArray, *, seed: int, fold: int, n_folds: int, test: bool = True, **options: Any
+) -> xr.DataArray:
+    rng = np.random.default_rng([seed, fold])
+    masks = rng.integers(0, 3 if test else 2, size=data.shape).astype(np.int8)
+    return xr.DataArray(masks, dims=data.dims, coords=data.coords)
+
+
+def fake_fit(
+    data: xr.DataArray,
+    *,
+    rank: int,
+    rnn_dim: int,
+    seed: int,
+    masks: xr.DataArray,
+    fail: tuple[int, int] | None = None,
+    fail_all: bool = False,
+    **options: Any,
+) -> FakeFit:
+    CALLS.append((rank, rnn_dim, seed, int(masks.values.sum())))
+    if fail_all or (fail is not None and (rank, seed) == tuple(fail)):
+        raise FloatingPointError(f"loss became NaN at rank {rank}\nsecond line")
+    rng = np.random.default_rng([rank, rnn_dim, seed])
+    n_trials = data.sizes[dims.TRIAL]
+    truth = np.stack([np.sin(np.linspace(0, 3, n_trials) * (r + 1)) for r in range(rank)], axis=1)
+    factors = truth[:, rng.permutation(rank)] * rng.choice([-1, 1], rank) + 0.05 * seed * rng.normal(
+        size=truth.shape
+    )
+    # the loss depends on the fold's masks, so that all candidates must share them
+    loss = FAKE_LOSS[rank] + 0.01 * (seed - 1) + 1e-6 * float(masks.values.sum()) + 1e-3 * rnn_dim / 100
+    metrics = {
+        "train_loss": loss - 0.1,
+        "val_loss": loss + 0.01,
+        "test_loss": loss,
+        "test_r2": 1 - loss / 3,
+        "test_bits_per_spike": 0.1 / loss,
+        "n_iters": 10 * rank,
+    }
+    return FakeFit(xr.DataArray(factors, dims=(dims.TRIAL, dims.RANK)), metrics)
+
+
+@pytest.fixture
+def tiny() -> xr.DataArray:
+    rng = np.random.default_rng(0)
+    return xr.DataArray(
+        rng.poisson(1.0, size=(12, 5, 4)).astype(float),
+        dims=dims.DATA_DIMS,
+        coords={dims.TRIAL: np.arange(12), dims.TIME: np.arange(5) * 0.02, dims.UNIT: np.arange(4)},
+    )
+
+
+FAKE = {"fit_fn": fake_fit, "masks_fn": fake_masks}
+
+
+def _comparable(table: pd.DataFrame) -> pd.DataFrame:
+    return table.drop(columns=["seconds"]).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------
+# fast tests with the fake fitter
+
+
+def test_table_shape_and_columns(tiny: xr.DataArray) -> None:
+    res = select(
+        tiny,
+        ranks=[1, 2, 3],
+        rnn_dims=[4, 8],
+        seeds=2,
+        folds=2,
+        params={"lr": [0.01, 0.1]},
+        workers=1,
+        refit=False,
+        **FAKE,
+    )
+    assert len(res.table) == 3 * 2 * 2 * 2 * 2
+    for col in (
+        "rank",
+        "rnn_dim",
+        "lr",
+        "seed",
+        "fold",
+        "status",
+        "error",
+        "train_loss",
+        "val_loss",
+        "test_loss",
+        "test_r2",
+        "test_bits_per_spike",
+        "n_iters",
+        "seconds",
+        "stability",
+        "selected",
+    ):
+        assert col in res.table.columns, col
+    assert set(res.table.status) == {"ok"} and res.ok and res.failed.empty
+    assert (res.table.error == "").all()
+    assert len(res.summary_table) == 3 * 2 * 2
+    assert res.summary_table["n_ok"].eq(4).all()
+    # every row has the best seed (stability 1) or a similarity in (0, 1]
+    assert res.table.stability.between(0, 1).all()
+    assert res.fit is None
+
+
+def test_one_se_rule_on_hand_made_losses() -> None:
+    summary = pd.DataFrame(
+        {
+            "rank": [1, 2, 3, 4, 5],
+            "rnn_dim": [10] * 5,
+            "n_ok": [4] * 5,
+            "mean_test_loss": [2.0, 1.5, 1.02, 1.0, 1.01],
+            "sem_test_loss": [0.1, 0.1, 0.01, 0.03, 0.02],
+        }
+    )
+    idx, text = choose(summary, "1se")
+    assert summary.at[idx, "rank"] == 3  # 1.02 <= 1.0 + 0.03
+    assert "threshold 1.03" in text
+    idx, _ = choose(summary, "min")
+    assert summary.at[idx, "rank"] == 4
+    tighter = summary.assign(sem_test_loss=[0.1, 0.1, 0.01, 0.005, 0.02])
+    idx, _ = choose(tighter, "1se")
+    assert tighter.at[idx, "rank"] == 4  # 1.01 > 1.005: nothing smaller within one SE
+    # smallest rank first, then smallest rnn_dim
+    two = pd.DataFrame(
+        {
+            "rank": [2, 2, 3],
+            "rnn_dim": [50, 20, 20],
+            "n_ok": [3, 3, 3],
+            "mean_test_loss": [1.0, 1.01, 0.99],
+            "sem_test_loss": [0.05, 0.05, 0.05],
+        }
+    )
+    idx, _ = choose(two, "1se")
+    assert (two.at[idx, "rank"], two.at[idx, "rnn_dim"]) == (2, 20)
+    with pytest.raises(ConfigError, match=re.escape("unknown selection rule 'aic'; use one of 1se, min")):
+        choose(summary, "aic")
+
+
+def test_select_applies_the_rule(tiny: xr.DataArray) -> None:
+    res = select(tiny, ranks=[1, 2, 3, 4, 5], rnn_dims=[10], seeds=3, folds=2, workers=1, **FAKE)
+    best = res.summary_table.loc[res.summary_table.mean_test_loss.idxmin()]
+    assert best["rank"] == 4
+    assert res.selected["rank"] == 3 and res.selected["rnn_dim"] == 10
+    assert res.selected["seed"] == 0  # lowest test loss among the seeds of rank 3
+    assert res.table.loc[res.table.selected, "rank"].eq(3).all() and res.table.selected.sum() == 6
+    assert "within one standard error" in res.rule and "rank=3" in res.rule
+    assert isinstance(res.fit, FakeFit)  # refit ran with the "all training data" masks
+    assert res.fit.trial_factors.sizes[dims.RANK] == 3
+
+
+def test_all_candidates_share_each_folds_masks(tiny: xr.DataArray) -> None:
+    CALLS.clear()
+    select(tiny, ranks=[1, 2], rnn_dims=[4], seeds=2, folds=3, workers=1, refit=False, **FAKE)
+    mask_sums = {}
+    for rank, _, seed, total in CALLS:
+        mask_sums.setdefault(total, set()).add((rank, seed))
+    assert len(mask_sums) == 3  # one mask set per fold, used by all 4 rank/seed pairs
+    assert all(len(v) == 4 for v in mask_sums.values())
+
+
+def test_failed_candidate_recorded(tiny: xr.DataArray, caplog: pytest.LogCaptureFixture) -> None:
+    res = select(tiny, ranks=[1, 2, 3], rnn_dims=[4], seeds=2, folds=2, workers=1, fail=(2, 1), **FAKE)
+    failed = res.failed
+    assert len(failed) == 2 and set(failed["rank"]) == {2} and set(failed["seed"]) == {1}
+    assert (failed.error == "FloatingPointError: loss became NaN at rank 2").all()
+    assert failed.test_loss.isna().all() and failed.stability.isna().all()
+    ok = res.table[res.table.status == "ok"]
+    assert ok.test_loss.notna().all() and ok.stability.notna().all()
+    assert not res.ok
+    row = res.summary_table.set_index("rank").loc[2]
+    assert (row.n_ok, row.n_failed) == (2, 2)
+    assert "2 of 12 candidates failed" in caplog.text
+
+
+def test_all_fail_raises(tiny: xr.DataArray) -> None:
+    msg = "all 4 candidates failed; first error: FloatingPointError: loss became NaN at rank 1"
+    with pytest.raises(FitError, match=re.escape(msg)):
+        select(tiny, ranks=[1, 2], rnn_dims=[4], seeds=1, folds=2, workers=1, fail_all=True, **FAKE)
+
+
+def test_bad_arguments(tiny: xr.DataArray) -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape("unknown hyper-parameter 'learning_rate' in params; valid names:")
+    ):
+        select(tiny, ranks=[1], params={"learning_rate": [0.1]}, **FAKE)
+    with pytest.raises(
+        ConfigError, match=re.escape("folds must be >= 2 (cross-validation needs two or more folds), got 1")
+    ):
+        select(tiny, ranks=[1], folds=1, **FAKE)
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "cannot sweep 'test_fraction': every candidate must share the test blocks; set it once as a fit option instead"
+        ),
+    ):
+        select(tiny, ranks=[1], params={"test_fraction": [0.1, 0.2]}, **FAKE)
+
+
+def test_resume_skips_finished(tiny: xr.DataArray, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    CALLS.clear()
+    first = select(
+        tiny, ranks=[1, 2, 3], rnn_dims=[4], seeds=2, folds=2, workers=1, sweep_dir=sweep, fail=(3, 0), **FAKE
+    )
+    assert len(CALLS) == 12 + 1  # 12 candidates + the refit
+    assert len(list(sweep.glob("*.json"))) == 12 + 1  # failures are recorded too
+    CALLS.clear()
+    again = select(
+        tiny, ranks=[1, 2, 3], rnn_dims=[4], seeds=2, folds=2, workers=1, sweep_dir=sweep, fail=(3, 0), **FAKE
+    )
+    assert len(CALLS) == 2  # only the two failed candidates are fitted again; refit is stored
+    pd.testing.assert_frame_equal(_comparable(first.table), _comparable(again.table))
+    # a different setting (max_iters) is a different sweep: nothing is reused
+    CALLS.clear()
+    select(
+        tiny,
+        ranks=[1],
+        rnn_dims=[4],
+        seeds=1,
+        folds=2,
+        workers=1,
+        sweep_dir=sweep,
+        max_iters=5,
+        refit=False,
+        **FAKE,
+    )
+    assert len(CALLS) == 2
+    # an interrupted write leaves no record behind: only complete records count
+    assert not list(sweep.glob("*.tmp"))
+
+
+def test_serial_equals_parallel(tiny: xr.DataArray) -> None:
+    kwargs = dict(ranks=[1, 2, 3], rnn_dims=[4, 8], seeds=2, folds=2, refit=False, fail=(2, 0), **FAKE)
+    serial = select(tiny, workers=1, **kwargs)
+    parallel = select(tiny, workers=2, **kwargs)
+    pd.testing.assert_frame_equal(_comparable(serial.table), _comparable(parallel.table))
+    pd.testing.assert_frame_equal(serial.summary_table, parallel.summary_table)
+
+
+def test_factor_similarity_is_permutation_and_sign_invariant() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(40, 4))
+    b = -3.0 * a[:, [2, 0, 3, 1]]
+    assert factor_similarity(a, b) == pytest.approx(1.0)
+    c = rng.normal(size=(40, 4))
+    assert factor_similarity(a, c) < 0.6
+    assert factor_similarity(a, a[:, :2]) == pytest.approx(1.0)
+
+
+def test_summary_stability_uses_non_best_seeds(tiny: xr.DataArray) -> None:
+    res = select(tiny, ranks=[2], rnn_dims=[4], seeds=3, folds=2, workers=1, refit=False, **FAKE)
+    table = res.table
+    # the best seed in each fold scores 1; the summary averages the other seeds only
+    assert (table.groupby("fold").stability.max() == 1.0).all()
+    others = table[table.seed != 0].stability  # seed 0 has the lowest fake loss
+    assert res.summary_table.stability.iloc[0] == pytest.approx(others.mean())
+    assert summarize(table).equals(summarize(table))
+    assert math.isfinite(res.summary_table.stability.iloc[0])
