@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
