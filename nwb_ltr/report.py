@@ -25,7 +25,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from nwb_ltr import dims, plot
-from nwb_ltr.errors import OutputError, SourceNotFoundError
+from nwb_ltr.errors import OutputError, ResultsFormatError, SourceNotFoundError
 from nwb_ltr.results import FitResult
 
 logger = logging.getLogger(__name__)
@@ -294,23 +294,77 @@ def report_html(text: str, png: bytes, *, title: str = "nwb_ltr report", panels:
 # the file
 
 
-def _load(path: Path) -> tuple[dict[str, FitResult], dict[str, xr.DataArray], pd.DataFrame | None]:
-    from nwb_ltr import nwb_io
+def aligned_data_of(nwbfile: Any, result: FitResult) -> xr.DataArray | None:
+    """The aligned data a fit was fitted to, from the ``BinnedAlignedSpikes`` of a results file.
 
-    names = nwb_io.list_results(path)
-    fits = {name: nwb_io.read_results(path, name=name) for name in names}
-    data: dict[str, xr.DataArray] = {}
-    read_data = getattr(nwb_io, "read_data", None)
-    if read_data is not None:
-        for name in names:
-            try:
-                data[name] = read_data(path, name=name)
-            except Exception as exc:  # noqa: BLE001 - the data panel is optional; say why it is empty
-                logger.info("no aligned data for %s in %s (%s); showing the model alone", name, path, exc)
-    selection = None
-    read_selection = getattr(nwb_io, "read_selection", None)
-    if read_selection is not None:
-        selection = read_selection(path)
+    The stored tensor is ordered by event time; trials are matched to the fit's trials through
+    their event times (the ``align_to`` coordinate of the reconstruction, else the trials table).
+
+    Parameters
+    ----------
+    nwbfile
+        An open results ``NWBFile``.
+    result
+        One of its fits.
+
+    Returns
+    -------
+    xarray.DataArray or None
+        ``(trial, time, unit)`` with the reconstruction's coordinates, or None when the file has
+        no aligned data matching this fit's trials, bins and units.
+    """
+    from ndx_binned_spikes import BinnedAlignedSpikes
+
+    stored = [o for o in nwbfile.objects.values() if isinstance(o, BinnedAlignedSpikes)]
+    recon = result.reconstruction
+    align_to = result.provenance.get("align_to")
+    if align_to in recon.coords:
+        events = np.asarray(recon.coords[align_to].values, dtype=np.float64)
+    elif nwbfile.trials is not None and align_to in nwbfile.trials.colnames:
+        rows = pd.Index(np.asarray(nwbfile.trials.id.data[:])).get_indexer(recon.coords[dims.TRIAL].values)
+        if (rows < 0).any():
+            return None
+        events = np.asarray(nwbfile.trials[align_to].data[:], dtype=np.float64)[rows]
+    else:
+        return None
+    for binned in stored:
+        values = np.asarray(binned.data[:])  # (unit, event, time)
+        stamps = getattr(binned, "event_timestamps", None)
+        if stamps is None:
+            continue
+        stamps = np.asarray(stamps[:], dtype=np.float64)
+        if values.shape[2] != recon.sizes[dims.TIME]:
+            continue
+        if binned.units_region is not None:
+            unit_ids = np.asarray(nwbfile.units.id.data[:])[np.asarray(binned.units_region.data[:])]
+        else:
+            unit_ids = recon.coords[dims.UNIT].values[: values.shape[0]]
+        units = pd.Index(unit_ids).get_indexer(recon.coords[dims.UNIT].values)
+        where = np.clip(np.searchsorted(stamps, events), 0, len(stamps) - 1)
+        if (units < 0).any() or not np.allclose(stamps[where], events, rtol=0, atol=1e-9):
+            continue
+        tensor = values[units][:, where, :].transpose(1, 2, 0)  # (trial, time, unit)
+        return xr.DataArray(tensor, dims=dims.DATA_DIMS, coords=recon.coords, name=binned.name)
+    return None
+
+
+def _load(path: Path) -> tuple[dict[str, FitResult], dict[str, xr.DataArray], pd.DataFrame | None]:
+    """Every fit, its aligned data (where stored) and the selection table, opening the file once."""
+    from nwb_ltr import nwb_io
+    from nwb_ltr._nwb_read import fit_result, selection_frame
+    from nwb_ltr.ndx import LtrModelSelection
+
+    with nwb_io._open_results(path) as nwbfile:  # checks the file and its ndx-ltr version
+        fits = {name: fit_result(container) for name, container in sorted(nwb_io._fits(nwbfile).items())}
+        tables = [o for o in nwbfile.objects.values() if isinstance(o, LtrModelSelection)]
+        selection = selection_frame(tables[0]) if tables else None
+        data: dict[str, xr.DataArray] = {}
+        for name, result in fits.items():
+            found = aligned_data_of(nwbfile, result)
+            if found is not None:
+                data[name] = found
+            else:
+                logger.info("no aligned data for fit %s in %s; showing the model alone", name, path)
     return fits, data, selection
 
 
@@ -343,6 +397,10 @@ def show_results(
     if not path.is_file():
         raise SourceNotFoundError(f"results file not found: {path}; check the path")
     fits, data, selection = _load(path)
+    if not fits and selection is None:
+        raise ResultsFormatError(
+            f"{path} holds no fitted model and no selection table; write some with write_results"
+        )
     text = report_text(fits, selection=selection, path=path)
     fig = report_figure(fits, data=data, selection=selection)
     png_bytes = figure_png(fig)
@@ -381,6 +439,7 @@ def _write(target: Path, content: bytes) -> Path:
 
 
 __all__ = [
+    "aligned_data_of",
     "FIT_PANELS",
     "MAX_FIGURE_FITS",
     "SELECTION_PANELS",
