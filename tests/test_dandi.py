@@ -452,3 +452,86 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert _dandi.default_cache_dir().name == "nwb_ltr"
     monkeypatch.setenv("NWB_LTR_CACHE_DIR", str(tmp_path))
     assert _dandi.default_cache_dir() == tmp_path
+
+
+# ------------------------------------------------------------------------------------- data layer
+
+
+def test_open_session_streamed_and_downloaded_give_identical_data(
+    server: DandiServer, tmp_path: Path
+) -> None:
+    from nwb_ltr.data import open_session
+
+    def read(**kwargs: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with open_session(SOURCE, api_url=server.api_url, cache_dir=tmp_path / "cache", **kwargs) as nwbfile:
+            units = nwbfile.units
+            return (
+                units.spike_times.data[:],
+                units.spike_times_index.data[:],
+                nwbfile.trials.start_time.data[:],
+            )
+
+    streamed = read()
+    assert server.blob_requests()  # streaming read the blob by ranges
+    downloaded = read(download=True)
+    for a, b in zip(streamed, downloaded):
+        np.testing.assert_array_equal(a, b)
+    assert len(downloaded[1]) == 5 and len(downloaded[2]) == 6
+    server.clear_requests()
+    np.testing.assert_array_equal(read(download=True)[0], streamed[0])
+    assert server.blob_requests(method=None) == []  # the cached download is reused
+
+
+# ------------------------------------------------------------------------------------- the server
+
+
+def test_server_blob_ranges_head_and_errors(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 4
+    (tmp_path / "000007" / "sub-x").mkdir(parents=True)
+    (tmp_path / "000007" / "sub-x" / "a.nwb").write_bytes(data)
+    (tmp_path / "000007" / ".hidden").write_bytes(b"skip me")
+    with DandiServer(root=tmp_path) as srv:
+        (served,) = srv.store.dandisets["000007"].draft.assets.values()
+        url = f"{srv.base_url}/blobs/{served.blob_id}"
+        assert requests.get(url, headers={"Range": "bytes=-10"}, timeout=5).content == data[-10:]
+        tail = requests.get(url, headers={"Range": "bytes=1000-"}, timeout=5)
+        assert (tail.status_code, tail.headers["Content-Range"], tail.content) == (
+            206,
+            "bytes 1000-1023/1024",
+            data[1000:],
+        )
+        beyond = requests.get(url, headers={"Range": "bytes=5000-"}, timeout=5)
+        assert (beyond.status_code, beyond.headers["Content-Range"]) == (416, "bytes */1024")
+        head = requests.head(url, timeout=5)
+        assert (head.status_code, head.headers["Content-Length"], head.content) == (200, "1024", b"")
+        assert requests.get(f"{srv.api_url}/nowhere/", timeout=5).status_code == 404
+        assert requests.post(f"{srv.api_url}/dandisets/", timeout=5).status_code == 405
+        page = requests.get(
+            f"{srv.api_url}/dandisets/000007/versions/draft/assets/?page_size=1&page=9", timeout=5
+        )
+        assert page.status_code == 404
+        redirect = requests.get(
+            f"{srv.api_url}/assets/{served.asset_id}/download/", allow_redirects=False, timeout=5
+        )
+        assert redirect.status_code == 302 and redirect.headers["Location"].startswith(url + "?")
+        with pytest.raises(ValueError, match=re.escape("unknown fault kind 'boom'")):
+            srv.inject_fault("/blobs/*", "boom")
+        assert [r.path for r in srv.requests][:1] == [f"/blobs/{served.blob_id}"]
+
+
+def test_server_pagination_with_the_dandi_client(nwb_path: Path) -> None:
+    from dandi.dandiapi import DandiAPIClient
+
+    paths = [f"sub-{i:02d}/sub-{i:02d}_ses-1.nwb" for i in range(7)]
+    with DandiServer({"000003": dict.fromkeys(paths, nwb_path)}) as srv:
+        client = DandiAPIClient(api_url=srv.api_url)  # the stock client: /server-info, no nwb_ltr code
+        client.page_size = 2
+        dandiset = client.get_dandiset("000003", "draft")
+        assert sorted(a.path for a in dandiset.get_assets()) == paths
+        pages = {r.query.get("page") for r in srv.requests if r.path.endswith("/assets/")}
+        assert pages == {None, "2", "3", "4"}
+        remote = dandiset.get_asset_by_path(paths[3])
+        assert remote.get_raw_digest("dandi:sha2-256") == _sha256(nwb_path)
+        from dandischema.digests.dandietag import DandiETag
+
+        assert remote.get_digest().value == DandiETag.from_file(nwb_path).as_str()
