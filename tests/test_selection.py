@@ -34,10 +34,10 @@ class FakeFit:
 
 
 def fake_masks(
-    data: xr.DataArray, *, seed: int, fold: int, n_folds: int, test: bool = True, **options: Any
+    data: xr.DataArray, *, seed: int, fold: int, n_folds: int, test_fraction: float = 0.2, **options: Any
 ) -> xr.DataArray:
-    rng = np.random.default_rng([seed, fold])
-    masks = rng.integers(0, 3 if test else 2, size=data.shape).astype(np.int8)
+    rng = np.random.default_rng([seed, fold, n_folds])
+    masks = rng.integers(0, 3 if test_fraction > 0 else 2, size=data.shape).astype(np.int8)
     return xr.DataArray(masks, dims=data.dims, coords=data.coords)
 
 

@@ -63,13 +63,14 @@ def _masks_fn(spec: TaskSpec) -> Callable[..., Any]:
 def candidate_masks(data: xr.DataArray, fold: int, spec: TaskSpec) -> xr.DataArray:
     """Masks of one fold (identical for every candidate), or the refit masks for ``fold == -1``.
 
-    The refit uses fold 0's blocks with its test entries (and their buffers) given back to
-    training: the validation blocks stay held out for early stopping.
+    The refit masks have no test blocks (``test_fraction=0``): every entry outside the validation
+    blocks (kept for early stopping) and their buffers is training data.
     """
     make = _masks_fn(spec)
     if fold >= 0:
         return make(data, seed=spec.mask_seed, fold=fold, n_folds=spec.n_folds, **spec.mask_options)
-    return make(data, seed=spec.mask_seed, fold=0, n_folds=spec.n_folds, test=False, **spec.mask_options)
+    options = {**spec.mask_options, "test_fraction": 0.0}
+    return make(data, seed=spec.mask_seed, fold=0, n_folds=1, **options)
 
 
 def _number(value: Any) -> float:

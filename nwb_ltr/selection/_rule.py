@@ -68,8 +68,8 @@ def hyper_columns(table: pd.DataFrame) -> list[str]:
         "seconds",
         "stability",
         "selected",
-        "key",
-        "name",
+        "sweep_key",
+        "candidate",
         "train_loss",
         "val_loss",
         "test_loss",
@@ -94,10 +94,10 @@ def add_stability(table: pd.DataFrame, factors: dict[str, np.ndarray]) -> pd.Dat
     ok = out[out["status"] == "ok"]
     for _, group in ok.groupby([*hyper_columns(out), "fold"], sort=False, dropna=False):
         best = group["test_loss"].idxmin()
-        ref = factors[out.at[best, "key"]]
+        ref = factors[out.at[best, "sweep_key"]]
         for idx in group.index:
             out.at[idx, "stability"] = (
-                1.0 if idx == best else factor_similarity(ref, factors[out.at[idx, "key"]])
+                1.0 if idx == best else factor_similarity(ref, factors[out.at[idx, "sweep_key"]])
             )
     return out
 

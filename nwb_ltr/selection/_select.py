@@ -48,7 +48,8 @@ class SelectionResult:
         ``test_r2``, ``test_bits_per_spike``, ``n_iters`` (NaN for failed candidates, never for
         successful ones' test loss), ``seconds``, ``stability`` (similarity of the candidate's trial
         factors to the best seed's of the same setting and fold), ``selected`` (row belongs to the
-        selected setting), ``name`` (candidate name) and ``key`` (its sweep-folder key).
+        selected setting), ``candidate`` (its name, also the name of its fit in ``fits``) and
+        ``sweep_key`` (its record in the sweep folder).
     summary_table
         One row per hyper-parameter setting: ``n_candidates``, ``n_ok``, ``n_failed``,
         ``mean_test_loss``, ``sem_test_loss``, ``mean_val_loss``, ``mean_test_r2``,
@@ -57,8 +58,8 @@ class SelectionResult:
     selected
         The chosen hyper-parameters (``rank``, ``rnn_dim``, swept params) and the ``seed`` of the refit.
     fit
-        The selected setting refitted on all training data (fold 0's blocks with the test blocks
-        given back to training; validation blocks kept for early stopping); None if ``refit=False``.
+        The selected setting refitted on all training data (no test blocks: everything outside the
+        validation blocks, kept for early stopping, is trained on); None if ``refit=False``.
     rule
         The rule and the numbers behind the choice, as a sentence.
     fits
@@ -302,7 +303,7 @@ def select(
                 n_failed,
                 len(table),
                 "; ".join(
-                    f"{n}: {e}" for n, e in table.loc[table.status != "ok", ["name", "error"]].values[:3]
+                    f"{n}: {e}" for n, e in table.loc[table.status != "ok", ["candidate", "error"]].values[:3]
                 ),
             )
         table = add_stability(table, factors)
@@ -372,8 +373,8 @@ def _table(
         row.update(
             {
                 "seconds": float(record.get("seconds", math.nan)),
-                "name": cand.name(),
-                "key": key,
+                "candidate": cand.name(),
+                "sweep_key": key,
                 "order": cand.order,
             }
         )
