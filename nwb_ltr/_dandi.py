@@ -74,11 +74,12 @@ class ResolvedSource:
 
 @dataclass(frozen=True)
 class AssetInfo:
-    """One asset of a dandiset version."""
+    """One asset of a dandiset version (``version``: the version listed, e.g. ``draft``)."""
 
     path: str
     size: int
     asset_id: str
+    version: str | None = None
 
 
 # ----------------------------------------------------------------------------------- parsing
@@ -274,7 +275,10 @@ def list_assets(
     api = _api_url(api_url, src)
     with connect(api, timeout, retries) as client, network_errors(api, timeout, retries):
         dandiset = _get_dandiset(client, src, api)
-        infos = [AssetInfo(a.path, a.size, a.identifier) for a in dandiset.get_assets(order="path")]
+        version_id = dandiset.version_id
+        infos = [
+            AssetInfo(a.path, a.size, a.identifier, version_id) for a in dandiset.get_assets(order="path")
+        ]
     return [a for a in infos if a.path.endswith(".nwb") or not nwb_only]
 
 

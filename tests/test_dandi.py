@@ -171,9 +171,8 @@ def test_is_dandi_source_rejects_paths_and_urls(tmp_path: Path, monkeypatch: pyt
 def test_list_assets_lists_nwb_assets_sorted(server: DandiServer) -> None:
     assets = list_assets("000001", api_url=server.api_url)
     assert [a.path for a in assets] == [ASSET, "sub-2/sub-2_ses-1.nwb"]
-    assert assets[0] == AssetInfo(
-        ASSET, server.store.dandisets["000001"].draft.assets[ASSET].size, assets[0].asset_id
-    )
+    served = server.store.dandisets["000001"].draft.assets[ASSET]
+    assert assets[0] == AssetInfo(ASSET, served.size, served.asset_id, "draft")
     everything = list_assets("DANDI:000001@draft", api_url=server.api_url, nwb_only=False)
     assert [a.path for a in everything] == ["dandiset.json", ASSET, "sub-2/sub-2_ses-1.nwb"]
 
@@ -185,6 +184,7 @@ def test_list_assets_follows_pages_and_versions(server: DandiServer, tmp_path: P
     server.add_asset("000001", "sub-3/sub-3_ses-1.nwb", extra)  # draft only
     published = list_assets("000001", api_url=server.api_url)  # default: latest published
     assert [a.path for a in published] == [ASSET, "sub-2/sub-2_ses-1.nwb"]
+    assert {a.version for a in published} == {version}
     assert len(list_assets("000001", "draft", api_url=server.api_url)) == 3
     assert len(list_assets(f"DANDI:000001@{version}", api_url=server.api_url)) == 2
 
