@@ -107,6 +107,8 @@ class ModelConfig:
     rnn_dim : number of RNN units D (must be >= rank).
     likelihood : poisson or gaussian; None = poisson for ``transform="counts"`` data, else gaussian.
     tau : time constant of the units in seconds (the step is the data's bin size).
+    bin_size : model time step in seconds; None = the data's ``bin_size`` attribute (the fitter
+        stores the value it used, so the model time axis always equals the data's).
     integrator : euler or rk4.
     substeps : integration sub-steps per bin (``bin_size / substeps / tau`` must be <= 1).
     decoder : orthogonal (with per-unit scale and offset) or linear.
@@ -128,6 +130,7 @@ class ModelConfig:
     rnn_dim: int = 100
     likelihood: Likelihood | None = None
     tau: float = 0.1
+    bin_size: float | None = None
     integrator: Integrator = Integrator.EULER
     substeps: int = 1
     decoder: DecoderKind = DecoderKind.ORTHOGONAL

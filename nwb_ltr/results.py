@@ -46,8 +46,8 @@ class FitResult:
     latents
         ``(trial, time, rank)``: κ, coordinates of the state in span(A) (x ≈ A κ).
     reconstruction
-        ``(trial, time, unit)``: the model's expected data (rates × bin for Poisson counts, or the
-        Gaussian mean), same coords as the fitted data.
+        ``(trial, time, unit)``: the model's expected data (expected counts per bin,
+        softplus(readout), for Poisson; the mean for Gaussian), same coords as the fitted data.
     history
         One row per recorded iteration: ``iteration``, ``train_loss``, ``val_loss`` (NaN when not
         evaluated), ``lr``, ``seconds``.
@@ -61,7 +61,11 @@ class FitResult:
         JSON-serialisable dict: package versions, seed, device, data attrs (source, event, window,
         bin size, transform, sha256 / DANDI identifiers), timestamps.
     masks
-        ``(trial, time, unit)`` int8 DataArray: 0 = train, 1 = validation, 2 = test, -1 = missing.
+        ``(trial, time, unit)`` int8 DataArray: 0 = train, 1 = validation, 2 = test, -1 = missing
+        or buffer around a held-out block.
+    trial_factor_mean
+        ``(rank,)``: mean of the GP prior of the trial factors (c = mean + L z); optional (used by
+        ``nwb_ltr.fitting.predict_trial_factors``; the trial mean of c is used when absent).
     """
 
     trial_factors: xr.DataArray
@@ -81,6 +85,7 @@ class FitResult:
     config: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     masks: xr.DataArray | None = None
+    trial_factor_mean: xr.DataArray | None = None
 
     @property
     def rank(self) -> int:
@@ -98,3 +103,53 @@ class FitResult:
         a = self.column_factors.values
         b = self.row_factors.values
         return (a * c) @ b.T
+
+    def compare(self, other: FitResult) -> dict[str, Any]:
+        """Similarity of two fits' factors, invariant to component permutation and sign flips.
+
+        Components are matched by the Hungarian algorithm on the summed |cosine| of the column
+        factors (a_r) and row factors (b_r) and |correlation| of the trial factors (c_r); the
+        RNN basis must be shared (it is, for fits of one data set, only up to these symmetries).
+
+        Parameters
+        ----------
+        other
+            Another fit with the same rank (and rnn_dim) of the same trials.
+
+        Returns
+        -------
+        dict
+            ``permutation`` (other's component matched to each of ours), ``signs`` (sign of
+            ``other``'s trial factor relative to ours after matching), ``column_cosine``,
+            ``row_cosine``, ``trial_corr`` (per matched component, absolute values), and their means
+            ``column_similarity``, ``row_similarity``, ``trial_similarity``, and ``score`` (mean of
+            the three).
+        """
+        from scipy.optimize import linear_sum_assignment
+
+        def unit(x: np.ndarray) -> np.ndarray:
+            return x / np.maximum(np.linalg.norm(x, axis=0, keepdims=True), 1e-300)
+
+        def corr(x: np.ndarray) -> np.ndarray:
+            return unit(x - x.mean(axis=0, keepdims=True))
+
+        order = (dims.RNN_UNIT, dims.RANK)
+        a1, a2 = (unit(r.column_factors.transpose(*order).values) for r in (self, other))
+        b1, b2 = (unit(r.row_factors.transpose(*order).values) for r in (self, other))
+        c1 = self.trial_factors.transpose(dims.TRIAL, dims.RANK).values
+        c2 = other.trial_factors.transpose(dims.TRIAL, dims.RANK).values
+        ca, cb, cc = np.abs(a1.T @ a2), np.abs(b1.T @ b2), np.abs(corr(c1).T @ corr(c2))
+        rows, cols = linear_sum_assignment(-(ca + cb + cc))
+        col_cos, row_cos, trial_corr = ca[rows, cols], cb[rows, cols], cc[rows, cols]
+        signs = np.sign(np.sum(c1[:, rows] * c2[:, cols], axis=0))
+        return {
+            "permutation": cols.tolist(),
+            "signs": signs.tolist(),
+            "column_cosine": col_cos.tolist(),
+            "row_cosine": row_cos.tolist(),
+            "trial_corr": trial_corr.tolist(),
+            "column_similarity": float(col_cos.mean()),
+            "row_similarity": float(row_cos.mean()),
+            "trial_similarity": float(trial_corr.mean()),
+            "score": float(np.mean([col_cos.mean(), row_cos.mean(), trial_corr.mean()])),
+        }

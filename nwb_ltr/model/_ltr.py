@@ -1,0 +1,301 @@
+"""The low-tensor-rank RNN as a torch module (parameters and forward pass; no I/O, no loops over
+iterations).
+
+For trial k the recurrent weights are ``W_k = Σ_r c[k, r] a_r b_rᵀ`` (a_r, b_r unit norm), but
+W_k is never formed: the recurrent drive is ``A (c_k ⊙ (Bᵀ φ(x)))``.  With inputs, bias and
+initial states in span(A) (``latent_inputs=True``, the default) the state stays in span(A) and
+the dynamics run in the R-dim latent κ (x = A κ):
+
+    κ ← κ + (Δ/τ) (−κ + c_k ⊙ (Bᵀ tanh(A κ)) + G̃ u_c(t) + β̃)
+
+so the per-step cost is two (trials × D × R) products; the D-dim activity φ = tanh(A κ) is only
+needed by the decoder, which is applied to all bins at once after the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nwb_ltr.config import DecoderKind, InitialState, InputKind, Integrator, Likelihood, ModelConfig
+from nwb_ltr.errors import ConfigError
+from nwb_ltr.model._inputs import FixedInputs, FreeInputs, SmoothInputs
+
+
+@dataclass
+class ModelOutput:
+    """One forward pass over a set of trials.
+
+    Attributes
+    ----------
+    eta : ``(trial, time, unit)`` readout before the link (log-ish rate for Poisson).
+    mean : ``(trial, time, unit)`` expected data: softplus(eta) counts per bin, or eta (Gaussian).
+    latents : ``(trial, time, rank)`` κ, coordinates of the state in span(A).
+    phi : ``(trial, time, rnn_unit)`` activity tanh(x).
+    inputs : ``(condition, time, input)`` realised input time courses.
+    """
+
+    eta: torch.Tensor
+    mean: torch.Tensor
+    latents: torch.Tensor
+    phi: torch.Tensor
+    inputs: torch.Tensor
+
+
+def _unit_columns(raw: torch.Tensor) -> torch.Tensor:
+    return raw / torch.linalg.vector_norm(raw, dim=0, keepdim=True)
+
+
+class LtrRNN(nn.Module):
+    """Low-tensor-rank RNN with condition-specific inputs and a GP-smooth trial-factor prior.
+
+    Parameters
+    ----------
+    n_units
+        Number of recorded units N.
+    n_time
+        Number of bins T (the model time axis equals the data's).
+    condition_index
+        ``(trial,)`` integer condition of each trial, in ``0 .. n_conditions - 1``.
+    n_conditions
+        Number of conditions C.
+    input_active
+        ``(time,)`` boolean: bins that receive the condition inputs.
+    config
+        Model structure; ``rank``, ``rnn_dim``, ``likelihood`` and ``bin_size`` must be resolved.
+    gp_cholesky
+        ``(trial, trial)`` Cholesky factor L of the trial-factor prior (c = mean + L z); None for
+        c = mean + z (used when re-running stored factors).
+    generator
+        Random generator for the initial parameter values (CPU).
+    dtype
+        Floating-point type of the parameters.
+    inputs
+        ``(condition, time, input)`` realised inputs to use as fixed buffers instead of learned
+        input time courses (re-simulation from a stored result).
+    """
+
+    def __init__(
+        self,
+        *,
+        n_units: int,
+        n_time: int,
+        condition_index: torch.Tensor,
+        n_conditions: int,
+        input_active: torch.Tensor,
+        config: ModelConfig,
+        gp_cholesky: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        inputs: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if config.likelihood is None or config.bin_size is None:
+            raise ConfigError("ModelConfig.likelihood and bin_size must be resolved before building LtrRNN")
+        self.config = config
+        self.n_units, self.n_time, self.n_conditions = n_units, n_time, n_conditions
+        rank, dim = config.rank, config.rnn_dim
+        self.n_inputs = config.n_inputs if config.n_inputs is not None else rank
+        if inputs is not None:
+            self.n_inputs = int(inputs.shape[-1])
+        self.alpha = float(config.bin_size) / (config.tau * config.substeps)
+        if not 0.0 < self.alpha <= 1.0:
+            raise ConfigError(
+                f"bin_size / (tau * substeps) must be in (0, 1] for a stable fixed step, got {self.alpha:.3g}; "
+                "increase tau or substeps"
+            )
+        n_trials = int(condition_index.shape[0])
+        self.register_buffer("condition_index", condition_index.to(torch.long))
+        self.register_buffer("gp_cholesky", None if gp_cholesky is None else gp_cholesky.to(dtype))
+
+        def randn(*shape: int, scale: float = 1.0) -> nn.Parameter:
+            x = torch.randn(*shape, generator=generator, dtype=torch.float64) * scale
+            return nn.Parameter(x.to(dtype))
+
+        self.column_raw = randn(dim, rank)
+        self.row_raw = randn(dim, rank)
+        self.factor_mean = randn(rank)
+        self.factor_z = nn.Parameter(torch.zeros(n_trials, rank, dtype=dtype))
+        if inputs is not None:
+            self.inputs: nn.Module = FixedInputs(inputs.to(dtype))
+        elif config.input_kind is InputKind.SMOOTH:
+            self.inputs = SmoothInputs(
+                n_conditions,
+                self.n_inputs,
+                input_active,
+                config.n_input_basis,
+                generator=generator,
+                dtype=dtype,
+            )
+        else:
+            self.inputs = FreeInputs(
+                n_conditions, self.n_inputs, input_active, generator=generator, dtype=dtype
+            )
+        space = rank if config.latent_inputs else dim
+        self.input_map_raw = randn(space, self.n_inputs, scale=self.n_inputs**-0.5)
+        self.bias_raw = nn.Parameter(torch.zeros(space, dtype=dtype))
+        n_init = n_conditions if config.initial_state is InitialState.PER_CONDITION else 1
+        self.init_raw = randn(n_init, space, scale=0.1)
+        if config.decoder is DecoderKind.ORTHOGONAL:
+            shape = (dim, n_units) if dim >= n_units else (n_units, dim)
+            self.decoder_raw = randn(*shape)
+        else:
+            self.decoder_raw = randn(n_units, dim, scale=dim**-0.5)
+        self.decoder_scale = nn.Parameter(torch.ones(n_units, dtype=dtype))
+        self.decoder_offset = nn.Parameter(torch.zeros(n_units, dtype=dtype))
+
+    @classmethod
+    def from_result(
+        cls, result: Any, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    ) -> LtrRNN:
+        """Rebuild a fitted model from a ``FitResult``'s stored arrays alone.
+
+        See :func:`nwb_ltr.model.from_result`; ``model().mean`` re-simulates
+        ``result.reconstruction``.
+        """
+        from nwb_ltr.model._restore import from_result
+
+        return from_result(result, dtype=dtype, device=device)
+
+    # ---------------------------------------------------------------- derived parameters
+    def column_factors(self) -> torch.Tensor:
+        """A, ``(rnn_unit, rank)`` with unit-norm columns a_r."""
+        return _unit_columns(self.column_raw)
+
+    def row_factors(self) -> torch.Tensor:
+        """B, ``(rnn_unit, rank)`` with unit-norm columns b_r."""
+        return _unit_columns(self.row_raw)
+
+    def trial_factors(self) -> torch.Tensor:
+        """c, ``(trial, rank)`` = mean + L z."""
+        if self.gp_cholesky is None:
+            return self.factor_mean + self.factor_z
+        return self.factor_mean + self.gp_cholesky @ self.factor_z
+
+    def decoder_weight(self) -> torch.Tensor:
+        """Readout matrix ``(unit, rnn_unit)`` (orthonormal rows, or columns when N > D)."""
+        if self.config.decoder is not DecoderKind.ORTHOGONAL:
+            return self.decoder_raw
+        q, r = torch.linalg.qr(self.decoder_raw)
+        sign = torch.where(torch.diagonal(r) >= 0, 1.0, -1.0).to(q.dtype)
+        q = q * sign
+        return q.T if self.decoder_raw.shape[0] >= self.decoder_raw.shape[1] else q
+
+    def effective_parameters(self) -> dict[str, torch.Tensor]:
+        """Input map G ``(rnn_unit, input)``, bias β ``(rnn_unit,)`` and initial states
+        ``(init, rnn_unit)`` in the D-dim RNN space (mapped through A when ``latent_inputs``)."""
+        if not self.config.latent_inputs:
+            return {"input_map": self.input_map_raw, "bias": self.bias_raw, "initial_states": self.init_raw}
+        a = self.column_factors()
+        return {
+            "input_map": a @ self.input_map_raw,
+            "bias": a @ self.bias_raw,
+            "initial_states": self.init_raw @ a.T,
+        }
+
+    # ---------------------------------------------------------------- dynamics
+    def _drive(
+        self, inputs: torch.Tensor, cond: torch.Tensor, input_map: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        per_condition = torch.matmul(inputs, input_map.T) + bias  # (C, T, space)
+        return per_condition[cond]  # (K, T, space)
+
+    def _initial(self, init: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if init.shape[0] == 1:
+            return init.expand(cond.shape[0], init.shape[1])
+        return init[cond]
+
+    def _integrate(
+        self,
+        state: torch.Tensor,
+        drive: torch.Tensor,
+        c: torch.Tensor,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        latent: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the fixed-step recurrence; return (states (K,T,space), phi (K,T,D))."""
+        alpha, n_sub = self.alpha, self.config.substeps
+        rk4 = self.config.integrator is Integrator.RK4
+        a_t = a.T
+
+        def activity(s: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(s @ a_t) if latent else torch.tanh(s)
+
+        def rhs(s: torch.Tensor, phi: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            rec = c * (phi @ b)
+            return (rec if latent else rec @ a_t) + u - s
+
+        states, phis = [state], []
+        for t in range(self.n_time):
+            phi = activity(state)
+            phis.append(phi)
+            if t == self.n_time - 1:
+                break
+            u = drive[:, t]
+            for sub in range(n_sub):
+                p = phi if sub == 0 else activity(state)
+                if not rk4:
+                    state = state + alpha * rhs(state, p, u)
+                    continue
+                k1 = rhs(state, p, u)
+                s2 = state + 0.5 * alpha * k1
+                k2 = rhs(s2, activity(s2), u)
+                s3 = state + 0.5 * alpha * k2
+                k3 = rhs(s3, activity(s3), u)
+                s4 = state + alpha * k3
+                k4 = rhs(s4, activity(s4), u)
+                state = state + (alpha / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+            states.append(state)
+        return torch.stack(states, dim=1), torch.stack(phis, dim=1)
+
+    def _readout(self, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weight = self.decoder_weight() * self.decoder_scale[:, None]
+        k, t, d = phi.shape
+        eta = torch.addmm(self.decoder_offset, phi.reshape(k * t, d), weight.T).reshape(k, t, -1)
+        mean = F.softplus(eta) if self.config.likelihood is Likelihood.POISSON else eta
+        return eta, mean
+
+    def forward(self, trials: torch.Tensor | None = None) -> ModelOutput:
+        """Simulate trials (all when None) and read out the expected data.
+
+        Parameters
+        ----------
+        trials
+            ``(batch,)`` long tensor of trial positions, or None for every trial.
+        """
+        cond = self.condition_index if trials is None else self.condition_index[trials]
+        c = self.trial_factors()
+        c = c if trials is None else c[trials]
+        a, b = self.column_factors(), self.row_factors()
+        inputs = self.inputs()
+        drive = self._drive(inputs, cond, self.input_map_raw, self.bias_raw)
+        state0 = self._initial(self.init_raw, cond)
+        states, phi = self._integrate(state0, drive, c, a, b, latent=self.config.latent_inputs)
+        if self.config.latent_inputs:
+            latents = states
+        else:
+            latents = states @ torch.linalg.pinv(a).T
+        eta, mean = self._readout(phi)
+        return ModelOutput(eta=eta, mean=mean, latents=latents, phi=phi, inputs=inputs)
+
+    def simulate_full(self, trials: torch.Tensor | None = None) -> torch.Tensor:
+        """States x ``(trial, time, rnn_unit)`` from the general D-dim recurrence
+        ``x ← x + (Δ/τ)(−x + A (c ⊙ Bᵀ tanh x) + G u + β)`` whatever ``latent_inputs`` is.
+
+        With the default options (inputs, bias, initial states in span(A)) x stays in span(A)
+        and equals A κ of :meth:`forward`; this is the path used to test that invariant.
+        """
+        cond = self.condition_index if trials is None else self.condition_index[trials]
+        c = self.trial_factors()
+        c = c if trials is None else c[trials]
+        a, b = self.column_factors(), self.row_factors()
+        eff = self.effective_parameters()
+        drive = self._drive(self.inputs(), cond, eff["input_map"], eff["bias"])
+        state0 = self._initial(eff["initial_states"], cond)
+        states, _ = self._integrate(state0, drive, c, a, b, latent=False)
+        return states
