@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from dandi.consts import RETRY_STATUSES
+
 from nwb_ltr.errors import ConfigError, DandiError, NwbLtrError, OutputError
 
 logger = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ def connect(api: str, timeout: float, retries: int) -> Any:
 
         try:
             info = client.get("/info/")
-        except HTTP404Error:
+        except (HTTP404Error, ValueError):  # ValueError: not JSON (a web page, not an API)
             info = None
     if not isinstance(info, dict) or "schema_version" not in info:
         client.session.close()
@@ -72,7 +74,6 @@ def connect(api: str, timeout: float, retries: int) -> Any:
 @functools.cache
 def _client_class() -> type:
     import requests
-    from dandi.consts import RETRY_STATUSES
     from dandi.dandiapi import DandiAPIClient
     from dandi.exceptions import HTTP404Error
 
@@ -175,15 +176,25 @@ def network_errors(api: str, timeout: float, retries: int) -> Iterator[None]:
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         where = urlsplit(exc.response.url).path if exc.response is not None else api
+        retried = f" (after {retries} retries)" if status in RETRY_STATUSES else ""
         raise DandiError(
-            f"the DANDI API at {api} answered HTTP {status} for {where} (after {retries} retries); "
+            f"the DANDI API at {api} answered HTTP {status} for {where}{retried}; "
             "try again later or check --api-url"
         ) from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise DandiError(
-            f"cannot reach the DANDI API at {api} ({_reason(exc, timeout)}, {retries + 1} attempts); "
+            f"cannot reach the DANDI API at {api} ({_reason(exc, timeout)}, {_attempts(retries)}); "
             "check your connection or --api-url"
         ) from exc
+    except requests.RequestException as exc:  # invalid URL, too many redirects, broken transfer
+        raise DandiError(
+            f"talking to the DANDI API at {api} failed ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}); "
+            "try again later or check --api-url"
+        ) from exc
+
+
+def _attempts(retries: int) -> str:
+    return "1 attempt" if retries == 0 else f"{retries + 1} attempts"
 
 
 def _reason(exc: BaseException, timeout: float) -> str:
@@ -293,7 +304,7 @@ def download_asset(
                 ) as exc:
                     if attempt == retries:
                         raise DandiError(
-                            f"downloading {remote.path} from {url} failed after {retries + 1} attempts "
+                            f"downloading {remote.path} from {url} failed after {_attempts(retries)} "
                             f"({_reason(exc, timeout) if isinstance(exc, requests.RequestException) else exc}); "
                             "try again later or stream it (drop --download)"
                         ) from exc
@@ -310,7 +321,6 @@ def download_asset(
 
 def _fetch(session: Any, url: str, out: Any, hashes: _Digests, size: int, timeout: float) -> _Digests:
     """Append the rest of the asset to ``out`` (resuming with a Range request); return the hashes."""
-    from dandi.consts import RETRY_STATUSES
 
     offset = out.tell()
     headers = {"Range": f"bytes={offset}-"} if offset else {}

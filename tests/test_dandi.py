@@ -411,7 +411,7 @@ def test_unreachable_server_fails_fast_with_one_line(tmp_path: Path) -> None:
 
 def test_stalled_server_times_out(server: DandiServer) -> None:
     server.inject_fault("/api/info/", "stall", seconds=2)
-    msg = f"cannot reach the DANDI API at {server.api_url} (no answer within 0.3 s, 1 attempts)"
+    msg = f"cannot reach the DANDI API at {server.api_url} (no answer within 0.3 s, 1 attempt)"
     start = time.monotonic()
     with pytest.raises(DandiError, match=re.escape(msg)):
         resolve(SOURCE, api_url=server.api_url, timeout=0.3, retries=0)
