@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import logging
 import uuid
+import warnings
 from typing import Any
 
 import numpy as np
@@ -131,7 +132,9 @@ def _copy_electrodes(src: NWBFile, remap: dict[int, Any]) -> dict[str, Any]:
     devices = []
     for device in src.devices.values():
         kwargs = {f: getattr(device, f, None) for f in _DEVICE_FIELDS}
-        new_device = Device(name=device.name, **{k: v for k, v in kwargs.items() if v is not None})
+        with warnings.catch_warnings():  # keep deprecated fields (manufacturer, ...) of older files
+            warnings.simplefilter("ignore", DeprecationWarning)
+            new_device = Device(name=device.name, **{k: v for k, v in kwargs.items() if v is not None})
         remap[id(device)] = new_device
         devices.append(new_device)
     groups = []

@@ -72,15 +72,14 @@ def to_json(value: dict[str, Any], what: str) -> str:
 
 
 def _find(mapping: dict[str, Any], *keys: str) -> Any:
-    """First value found under one of ``keys`` at the top level or one dict level down."""
-    for key in keys:
-        if mapping.get(key) is not None:
-            return mapping[key]
-    for value in mapping.values():
-        if isinstance(value, dict):
-            for key in keys:
-                if value.get(key) is not None:
-                    return value[key]
+    """First non-None value under one of ``keys``, searching nested dicts breadth-first."""
+    level = [mapping]
+    while level:
+        for key in keys:
+            for item in level:
+                if item.get(key) is not None and not isinstance(item[key], dict):
+                    return item[key]
+        level = [v for item in level for v in item.values() if isinstance(v, dict)]
     return None
 
 

@@ -79,19 +79,10 @@ def _open_source(source: NWBFile | str | os.PathLike[str], **options: Any) -> It
     if isinstance(source, NWBFile):
         yield source
         return
-    try:
-        from nwb_ltr.data import open_session
-    except ImportError:  # the data layer is optional for local files
-        open_session = None
-    if open_session is not None:
-        with open_session(source, **options) as nwbfile:
-            yield nwbfile
-        return
-    path = Path(source)
-    if not path.is_file():
-        raise SourceNotFoundError(f"source file {path} does not exist; check the path")
-    with NWBHDF5IO(str(path), "r", load_namespaces=True) as io:
-        yield io.read()
+    from nwb_ltr.data import open_session  # lazily: the data layer pulls in streaming clients
+
+    with open_session(source, **options) as nwbfile:
+        yield nwbfile
 
 
 def _dandi_entity(value: Any) -> str:
@@ -144,7 +135,7 @@ def _verify(path: Path, expected: dict[str, FitResult]) -> None:
         nwbfile = io.read()
         module = nwbfile.processing[MODULE]
         for name, result in expected.items():
-            back = fit_result(module[name])
+            back = fit_result(module[name])  # type: ignore[arg-type]
             for field in ("trial_factors", "decoder_weight", "reconstruction"):
                 written, read = getattr(result, field), getattr(back, field)
                 if written.sizes != read.sizes:
@@ -257,31 +248,31 @@ def _file_version(path: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def _open_results(path: str | os.PathLike[str]) -> Iterator[NWBFile]:
+def _open_results(path: str | os.PathLike[str]) -> Iterator[tuple[NWBFile, dict[str, LowTensorRankRNN]]]:
+    """Open a results file read-only; yield the file and its fits ``{name: LowTensorRankRNN}``."""
     path = Path(path)
     if not path.is_file():
         raise SourceNotFoundError(f"results file {path} does not exist; check the path")
+    no_results = f"{path} holds no nwb_ltr results (no LowTensorRankRNN); write some with write_results"
     version = _file_version(path)
     if version is None:
-        raise ResultsFormatError(
-            f"{path} holds no nwb_ltr results (no ndx-ltr extension); write some with write_results"
-        )
+        raise ResultsFormatError(no_results)
     if tuple(int(p) for p in version.split(".")[:2]) > tuple(int(p) for p in __version__.split(".")[:2]):
         raise ResultsFormatError(
             f"{path} was written with ndx-ltr {version}, newer than this nwb_ltr ({__version__}); upgrade nwb_ltr"
         )
     with NWBHDF5IO(str(path), "r", load_namespaces=True) as io:
-        yield io.read()
-
-
-def _fits(nwbfile: NWBFile) -> dict[str, LowTensorRankRNN]:
-    return {obj.name: obj for obj in nwbfile.objects.values() if isinstance(obj, LowTensorRankRNN)}
+        nwbfile = io.read()
+        fits = {obj.name: obj for obj in nwbfile.objects.values() if isinstance(obj, LowTensorRankRNN)}
+        if not fits:
+            raise ResultsFormatError(no_results)
+        yield nwbfile, fits
 
 
 def list_results(path: str | os.PathLike[str]) -> list[str]:
     """Names of the fits stored in a results file (sorted)."""
-    with _open_results(path) as nwbfile:
-        return sorted(_fits(nwbfile))
+    with _open_results(path) as (_, fits):
+        return sorted(fits)
 
 
 def read_results(path: str | os.PathLike[str], name: str | None = None) -> FitResult:
@@ -301,10 +292,7 @@ def read_results(path: str | os.PathLike[str], name: str | None = None) -> FitRe
         Not a results file, written by a newer nwb_ltr, unknown ``name``, or several fits and no
         way to choose.
     """
-    with _open_results(path) as nwbfile:
-        fits = _fits(nwbfile)
-        if not fits:
-            raise ResultsFormatError(f"{path} holds no fitted model; write one with write_results")
+    with _open_results(path) as (nwbfile, fits):
         if name is None:
             if len(fits) == 1:
                 name = next(iter(fits))
@@ -328,7 +316,7 @@ def read_results(path: str | os.PathLike[str], name: str | None = None) -> FitRe
 
 def read_selection(path: str | os.PathLike[str]) -> pd.DataFrame | None:
     """The model-selection table of a results file as a DataFrame, or None if it has none."""
-    with _open_results(path) as nwbfile:
+    with _open_results(path) as (nwbfile, _):
         tables = [o for o in nwbfile.objects.values() if isinstance(o, LtrModelSelection)]
         return selection_frame(tables[0]) if tables else None
 

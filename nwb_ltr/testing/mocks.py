@@ -6,6 +6,7 @@ Every factory takes keyword-only arguments and a ``seed``; the same arguments gi
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import pandas as pd
 import xarray as xr
 from pynwb import NWBFile, TimeSeries
 from pynwb.file import Subject
+from pynwb.misc import Units
 
 from nwb_ltr import __version__, dims
 from nwb_ltr.results import FitResult
@@ -185,6 +187,7 @@ def mock_session_nwbfile(
         identifier=f"mock-session-{seed}",
         session_start_time=start,
         session_id="S1",
+        experiment_description="mock curl-field adaptation: baseline, adaptation, washout",
         experimenter=["Doe, Jane"],
         lab="Mock lab",
         institution="Mock institute",
@@ -193,13 +196,14 @@ def mock_session_nwbfile(
             subject_id="M_01", species="Macaca mulatta", sex="M", age="P5Y", description="mock monkey"
         ),
     )
-    device = nwbfile.create_device(name="array", description="mock Utah array", manufacturer="Mock")
+    device = nwbfile.create_device(name="array", description="mock Utah array")
     group = nwbfile.create_electrode_group(
         name="shank0", description="mock shank", location="M1", device=device
     )
     for _ in range(n_electrodes):
         nwbfile.add_electrode(group=group, location="M1")
     duration = 2.0 * n_trials
+    nwbfile.units = Units(name="units", description="mock sorted units", resolution=1 / 30000)
     for u in range(n_units):
         spikes = np.sort(rng.uniform(0, duration, rng.integers(20, 80)))
         nwbfile.add_unit(spike_times=spikes, electrodes=[u % n_electrodes], electrode_group=group)
@@ -226,4 +230,65 @@ def mock_session_nwbfile(
     return nwbfile
 
 
-__all__ = ["mock_fit_result", "mock_session_nwbfile"]
+def mock_selection_frame(
+    *, ranks: Sequence[int] = (1, 2, 3), rnn_dim: int = 8, n_seeds: int = 2, n_folds: int = 2, seed: int = 0
+) -> pd.DataFrame:
+    """A model-selection DataFrame: one row per (rank, seed, fold); the best rank's rows selected."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for rank in ranks:
+        for s in range(n_seeds):
+            for fold in range(n_folds):
+                test = float(1.0 / rank + rng.uniform(0, 0.1))
+                rows.append(
+                    {
+                        "rank": rank,
+                        "rnn_dim": rnn_dim,
+                        "seed": s,
+                        "fold": fold,
+                        "train_loss": test - 0.1,
+                        "val_loss": test - 0.05,
+                        "test_loss": test,
+                        "metrics": {"test_r2": float(rng.uniform(0, 1)), "n_iters": 50},
+                        "status": "ok",
+                        "error": "",
+                        "selected": False,
+                    }
+                )
+    frame = pd.DataFrame(rows)
+    best = frame.groupby(["rank", "seed"])["test_loss"].mean().idxmin()
+    frame["selected"] = (frame["rank"] == best[0]) & (frame["seed"] == best[1])
+    return frame
+
+
+def mock_LowTensorRankRNN(  # noqa: N802 (named after the NWB type)
+    *, name: str = "ltr_fit", nwbfile: NWBFile | None = None, result: FitResult | None = None, **sizes: Any
+) -> Any:
+    """A ``LowTensorRankRNN`` holding ``result`` (default: ``mock_fit_result(**sizes)``).
+
+    With ``nwbfile`` (which must contain the result's trial and unit ids, e.g.
+    :func:`mock_session_nwbfile`) the trial/unit regions point into its tables; the container is
+    not added to the file.
+    """
+    from nwb_ltr._nwb_write import fit_container
+
+    return fit_container(name, result if result is not None else mock_fit_result(**sizes), nwbfile)
+
+
+def mock_LtrModelSelection(  # noqa: N802 (named after the NWB type)
+    *, selection: pd.DataFrame | None = None, fits: dict[str, FitResult] | None = None, **kwargs: Any
+) -> Any:
+    """An ``LtrModelSelection`` table of ``selection`` (default: ``mock_selection_frame(**kwargs)``)."""
+    from nwb_ltr._nwb_write import selection_table
+
+    frame = selection if selection is not None else mock_selection_frame(**kwargs)
+    return selection_table(frame, fits or {})
+
+
+__all__ = [
+    "mock_LowTensorRankRNN",
+    "mock_LtrModelSelection",
+    "mock_fit_result",
+    "mock_selection_frame",
+    "mock_session_nwbfile",
+]
