@@ -287,6 +287,18 @@ def test_download_retries_after_corruption_and_resumes_after_truncation(
     assert [r.range for r in server.blob_requests()] == [None, None, f"bytes={_CHUNK}-"]  # resumed
 
 
+def test_download_retries_a_stalled_blob(server: DandiServer, nwb_path: Path, tmp_path: Path) -> None:
+    server.inject_fault("/blobs/*", "stall", seconds=1.0)
+    start = time.monotonic()
+    path = resolve(SOURCE, api_url=server.api_url, cache_dir=tmp_path, download=True, timeout=0.3).local_path
+    assert path is not None and path.read_bytes() == nwb_path.read_bytes()
+    assert time.monotonic() - start < 1.0  # gave up on the stalled answer after the timeout
+    deadline = time.monotonic() + 5  # the stalled request is logged when its handler finishes
+    while len(server.blob_requests()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(str(r.fault) for r in server.blob_requests()) == ["None", "stall"]
+
+
 def test_download_replaces_a_tampered_cached_copy(
     server: DandiServer, nwb_path: Path, tmp_path: Path
 ) -> None:
