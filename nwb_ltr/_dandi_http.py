@@ -7,7 +7,7 @@ most ``retries`` retries (429/5xx answers, connection errors, timeouts; ``Retry-
 to 10 s), preceded by a preflight ``GET /info/``.  :func:`download_asset` streams an asset to a
 temporary file, checks its SHA-256 and DANDI e-tag against the archive's digests, renames it into
 place and records the check in a small marker file, so later calls reuse it without any request
-for the blob.
+for the blob.  ``$DANDI_NO_ET`` is set (if unset) so the client never checks its own version online.
 """
 
 from __future__ import annotations

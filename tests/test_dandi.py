@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from dandi.consts import known_instances
 
 from nwb_ltr import _dandi
 from nwb_ltr._dandi import AssetInfo, DandiSource, is_dandi_source, list_assets, parse_source, resolve
@@ -139,9 +140,9 @@ def test_parse_source_forms(text: str, expected: DandiSource) -> None:
         ("DANDI:000688/../x.nwb", "asset path '../x.nwb' in 'DANDI:000688/../x.nwb' must not contain '..'"),
         (
             "dandi://nowhere/000688/x.nwb",
-            "unknown DANDI instance 'nowhere' in 'dandi://nowhere/000688/x.nwb'; use one of DANDI, DANDI-SANDBOX, "
-            "DANDI-API-LOCAL-DOCKER-TESTS, LINC, LINC-STAGING, EMBER-DANDI, EMBER-DANDI-SANDBOX, "
-            "or DANDI:<id>/<path> with --api-url",
+            "unknown DANDI instance 'nowhere' in 'dandi://nowhere/000688/x.nwb'; use one of "
+            + ", ".join(name.upper() for name in known_instances)
+            + ", or DANDI:<id>/<path> with --api-url",
         ),
         ("", "empty DANDI source ''; use DANDI:<6-digit id>[@<version>]/<asset path>"),
         (
