@@ -193,7 +193,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if _dandi.is_dandi_source(src) and _dandi.parse_source(src).asset_path is None and not args.asset:
         parsed = _dandi.parse_source(src)
         assets = _dandi.list_assets(parsed.dandiset_id, parsed.version, **_source_kwargs(args, network_only=True))
-        print(f"dandiset {parsed.dandiset_id} ({parsed.version or 'draft'}): {len(assets)} NWB assets")
+        version = assets[0].version if assets else (parsed.version or 'draft')
+        print(f"dandiset {parsed.dandiset_id} ({version}): {len(assets)} NWB assets")
         for a in assets:
             print(f"  {a.path}  ({a.size / 1e6:.1f} MB)")
         print("choose one with: nwb_ltr inspect DANDI:<id>/<asset path>  (or --asset PATH)")
