@@ -222,7 +222,9 @@ def default_eigen_trials(result: FitResult) -> list[Any]:
     return [ids[i].item() if hasattr(ids[i], "item") else ids[i] for i in picks]
 
 
-def plot_eigenvalues(result: FitResult, ax: Axes, *, trials: Sequence[Any] | None = None) -> None:
+def plot_eigenvalues(
+    result: FitResult, ax: Axes, *, trials: Sequence[Any] | None = None, background: bool = False
+) -> None:
     """Eigenvalue spectrum of W_k in the complex plane for chosen trials.
 
     Only the R possibly non-zero eigenvalues are drawn (the other D − R are exactly 0; see
@@ -238,8 +240,13 @@ def plot_eigenvalues(result: FitResult, ax: Axes, *, trials: Sequence[Any] | Non
         Axes to draw into.
     trials
         Trial ids (default :func:`default_eigen_trials`).
+    background
+        Also draw the eigenvalues of every trial as small grey dots (context for a chosen trial).
     """
     trials = default_eigen_trials(result) if trials is None else list(trials)
+    if background:
+        every = weight_eigenvalues(result).values.ravel()
+        ax.scatter(every.real, every.imag, s=4, color="0.75", lw=0, label="all trials", zorder=0)
     eig = weight_eigenvalues(result, trials)
     colours = _epoch_colour(result)
     epochs = np.asarray(eig.coords["epoch"].values).astype(str) if "epoch" in eig.coords else None
@@ -310,7 +317,14 @@ def plot_selection_losses(table: pd.DataFrame, ax: Axes) -> None:
         sem = (stats["std"] / np.sqrt(stats["count"])).fillna(0.0)
         label = f"rnn_dim {dim}" if dim is not None else "mean ± sem"
         ax.errorbar(
-            stats.index, stats["mean"], yerr=sem, color=colour, marker="o", ms=4, capsize=3, label=label
+            stats.index.to_numpy(dtype=float),
+            stats["mean"].to_numpy(dtype=float),
+            yerr=sem.to_numpy(dtype=float),
+            color=colour,
+            marker="o",
+            ms=4,
+            capsize=3,
+            label=label,
         )
     if "selected" in ok.columns:
         keys = [c for c in ("rank", "rnn_dim") if c in ok.columns]
