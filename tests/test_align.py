@@ -76,6 +76,17 @@ def test_counts_equal_brute_force_random(seed, start, n_bins, bin_size):
     np.testing.assert_array_equal(data.values, brute_force(trains, events, start, n_bins, bin_size))
 
 
+@pytest.mark.parametrize("window", [(-0.5, 0.5), (-1.0, 1.0), (-0.25, 0.5)])
+def test_touching_overlapping_and_gapped_windows(window):
+    events = np.array([1.0, 2.0, 3.0])  # (-0.5, 0.5) windows touch, (-1, 1) overlap, (-0.25, 0.5) leave gaps
+    trains = [np.arange(0, 33) / 8.0, np.array([0.5, 1.5, 2.5, 3.5]), np.array([1.75, 1.8])]
+    trials = {"start_time": events - 1, "stop_time": events + 1, "t": events}
+    nwbfile = make_nwbfile(trains, trials=trials, obs_intervals=[[[0.0, 4.0]]] * 3)
+    data = align_trials(nwbfile, "t", window, 0.25)
+    n_bins = round((window[1] - window[0]) / 0.25)
+    np.testing.assert_array_equal(data.values, brute_force(trains, events, window[0], n_bins, 0.25))
+
+
 def test_unsorted_events_and_unsorted_spikes():
     events = np.array([9.0, 3.0, 6.0])
     trains = [np.array([9.1, 3.1, 6.2, 3.3, 8.95])]  # stored unsorted
