@@ -323,3 +323,15 @@ def test_dandi_loopback_server(nwb_path: Path, tmp_path: Path):
     assert prov["dandiset_id"] == "000123"
     assert prov["asset_path"] == "sub-1/sub-1_ses-1.nwb"
     assert prov["sha256"] == hashlib.sha256(nwb_path.read_bytes()).hexdigest()
+
+
+def test_data_layer_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nwb_ltr.data, nwb_ltr.align, nwb_ltr.inspection; "
+        "print(sorted(m for m in ('torch', 'pynwb', 'h5py') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # torch never; pynwb/h5py only when a file is opened
