@@ -50,15 +50,15 @@ def _fallback_coords(container: LowTensorRankRNN) -> dict[str, dict[str, np.ndar
 
 
 def _coords(container: LowTensorRankRNN) -> dict[str, dict[str, np.ndarray]]:
-    tables = container.dynamic_tables
-    if not tables:
-        return _fallback_coords(container)
-    coords: dict[str, dict[str, np.ndarray]] = {}
-    for table_name, table in tables.items():
-        if table_name.endswith(COORDS_SUFFIX):
-            dim = table_name[: -len(COORDS_SUFFIX)]
-            coords[dim] = {name: _column(table, name) for name in table.colnames}
-    return coords
+    """``{table name: {column: values}}`` of the coordinate tables (or of the plain datasets)."""
+    tables = container.dynamic_tables or {}
+    if not any(COORDS_SUFFIX in name for name in tables):
+        return {f"{dim}{COORDS_SUFFIX}": cols for dim, cols in _fallback_coords(container).items()}
+    return {
+        name: {col: _column(table, col) for col in table.colnames}
+        for name, table in tables.items()
+        if COORDS_SUFFIX in name
+    }
 
 
 def _array(
@@ -67,19 +67,24 @@ def _array(
     data = getattr(container, field)
     if data is None:
         return None
-    names = getattr(container, f"{field}__coordinates")
-    names = [] if names is None else [str(n) for n in names]
-    if names == [] and not container.dynamic_tables:  # written without coordinate tables
-        names = [n for d in ARRAY_DIMS[field] for n in coords.get(d, {})]
+    entries = getattr(container, f"{field}__coordinates")
+    entries = [] if entries is None else [str(n) for n in entries]
+    if not any(COORDS_SUFFIX in n for n in container.dynamic_tables or {}):  # no tables: use the datasets
+        entries = [n for d in ARRAY_DIMS[field] for n in coords.get(f"{d}{COORDS_SUFFIX}", {})]
     attached = {}
-    for name in names:
-        dim = next((d for d in ARRAY_DIMS[field] if name in coords.get(d, {})), None)
-        if dim is None:
+    for entry in entries:
+        name, _, table = entry.partition("=")
+        candidates = [table] if table else [f"{d}{COORDS_SUFFIX}" for d in ARRAY_DIMS[field]]
+        found = [(t, d) for t in candidates for d in ARRAY_DIMS[field] if t.startswith(f"{d}{COORDS_SUFFIX}")]
+        found = [(t, d) for t, d in found if name in coords.get(t, {})]
+        if not found:
             raise ResultsFormatError(
                 f"coordinate {name!r} of {container.name}/{field} is missing; the file is damaged"
             )
-        attached[name] = (dim, coords[dim][name])
-    return xr.DataArray(np.asarray(data[()]), dims=ARRAY_DIMS[field], coords=attached)
+        table, dim = found[0]
+        attached[name] = (dim, coords[table][name])
+    attrs = _json(getattr(container, f"{field}__xarray_attrs", None), f"{field}.attrs", container.name)
+    return xr.DataArray(np.asarray(data[()]), dims=ARRAY_DIMS[field], coords=attached, attrs=attrs)
 
 
 def _history(container: LowTensorRankRNN) -> pd.DataFrame:

@@ -131,42 +131,56 @@ def _canonical(result: FitResult, field: str) -> xr.DataArray:
     return array.transpose(*expected)
 
 
-def _coordinate_tables(arrays: dict[str, xr.DataArray]) -> list[DynamicTable]:
-    """One DynamicTable per dimension holding every coordinate along it (checked consistent)."""
-    columns: dict[str, dict[str, np.ndarray]] = {}
+def _coordinate_tables(arrays: dict[str, xr.DataArray]) -> tuple[list[DynamicTable], dict[str, list[str]]]:
+    """DynamicTables holding every coordinate, and the ``coordinates`` attribute of each array.
+
+    Coordinates along dim ``d`` go to the table ``<d>_coordinates``.  A coordinate whose values
+    (or length) differ from a same-named one already stored there goes to the array's own table
+    ``<d>_coordinates_for_<field>`` and is listed as ``name=<table>`` in the attribute.
+    """
+    tables: dict[str, dict[str, np.ndarray]] = {}
+    dim_of: dict[str, str] = {}
+    attrs: dict[str, list[str]] = {}
     for field, array in arrays.items():
+        entries = []
         for name, coord in array.coords.items():
             if coord.ndim != 1:
                 raise ValueError(
                     f"coordinate {name!r} of FitResult.{field} is not 1-D; only 1-D coordinates can be written"
                 )
-            dim = coord.dims[0]
-            values = coord.values
-            previous = columns.setdefault(dim, {}).setdefault(str(name), values)
-            if previous is not values and not (len(previous) == len(values) and _equal(previous, values)):
-                raise ValueError(
-                    f"coordinate {name!r} along {dim!r} differs between FitResult arrays; make them identical"
-                )
-    tables = []
-    for dim, cols in columns.items():
-        n = len(next(iter(cols.values())))
+            dim, values, name = coord.dims[0], coord.values, str(name)
+            table = f"{dim}{COORDS_SUFFIX}"
+            columns = tables.setdefault(table, {})
+            n_rows = len(next(iter(columns.values()))) if columns else len(values)
+            if len(values) != n_rows or (name in columns and not _equal(columns[name], values)):
+                table = f"{dim}{COORDS_SUFFIX}_for_{field}"
+                columns = tables.setdefault(table, {})
+                entries.append(f"{name}={table}")
+            else:
+                entries.append(name)
+            columns[name] = values
+            dim_of[table] = str(dim)
+        attrs[field] = entries
+    result = []
+    for table, columns in tables.items():
+        dim = dim_of[table]
         vectors = [
             VectorData(
                 name=name,
                 description=f"xarray coordinate {name!r} along dim {dim!r}",
                 data=_storable(v, name),
             )
-            for name, v in cols.items()
+            for name, v in columns.items()
         ]
-        tables.append(
+        result.append(
             DynamicTable(
-                name=f"{dim}{COORDS_SUFFIX}",
+                name=table,
                 description=f"Coordinates along the {dim!r} dimension of this fit's arrays (one row per element).",
-                id=np.arange(n),
+                id=np.arange(len(next(iter(columns.values())))),
                 columns=vectors,
             )
         )
-    return tables
+    return result, attrs
 
 
 def _equal(a: np.ndarray, b: np.ndarray) -> bool:
@@ -234,10 +248,13 @@ def fit_container(name: str, result: FitResult, nwbfile: NWBFile | None = None) 
     """The ``LowTensorRankRNN`` holding ``result`` (regions point into ``nwbfile``'s tables if given)."""
     arrays = {f: _canonical(result, f) for f in ARRAY_DIMS if getattr(result, f) is not None}
     kwargs: dict[str, Any] = {}
+    tables, coordinate_attrs = _coordinate_tables(arrays)
     for field, array in arrays.items():
         kwargs[field] = array.values
-        if array.coords:
-            kwargs[f"{field}__coordinates"] = [str(c) for c in array.coords]
+        if coordinate_attrs[field]:
+            kwargs[f"{field}__coordinates"] = coordinate_attrs[field]
+        if array.attrs:
+            kwargs[f"{field}__xarray_attrs"] = to_json(dict(array.attrs), f"{field}.attrs")
     trial_factors = arrays["trial_factors"]
     if dims.TRIAL not in trial_factors.coords or dims.UNIT not in arrays["decoder_weight"].coords:
         raise ValueError(
@@ -265,7 +282,6 @@ def fit_container(name: str, result: FitResult, nwbfile: NWBFile | None = None) 
     if nwbfile is not None:
         kwargs["trials_region"] = _region(nwbfile.trials, trial_ids, "trials_region", "trials")
         kwargs["units_region"] = _region(nwbfile.units, unit_ids, "units_region", "units")
-    tables = _coordinate_tables(arrays)
     if result.history is not None:
         kwargs["loss_history"] = _history_table(result.history)
     return LowTensorRankRNN(

@@ -358,3 +358,68 @@ def test_writer_killed_at_random_times(tmp_path, source):
         if out.exists():
             assert len(list_results(out)) == 4
         assert sha256(source) == before
+
+
+def test_coordinates_that_differ_between_arrays_round_trip(tmp_path, source):
+    """A longer model time axis for the inputs and a differing same-named coordinate both survive."""
+    fit = mock_fit_result(n_trials=N_TRIALS, n_units=N_UNITS, n_time=10, seed=1)
+    longer = np.arange(-5, 10) * 0.02
+    fit.inputs = xr.DataArray(
+        np.ones((3, len(longer), 2)),
+        dims=("condition", "time", "input"),
+        coords={"condition": [0, 1, 2], "time": longer},
+    )
+    fit.latents = fit.latents.assign_coords(epoch=("trial", np.array(["x"] * N_TRIALS)))
+    fit.reconstruction.attrs.update(align_to="go_cue_time", window=[-0.1, 0.1], smooth=None)
+    out = write_results(fit, source, tmp_path / "r.nwb")
+    assert_fit_equal(fit, read_results(out))
+
+
+def test_plain_datasets_suffice_without_coordinate_tables(tmp_path, written, result):
+    """Trial/unit ids, time and text labels (with their original dtype) rebuild the main coords."""
+    bare = tmp_path / "bare.nwb"
+    shutil.copy(written, bare)
+    with h5py.File(bare, "r+") as f:
+        fit = f["processing/ltr/ltr_rank2_rnn8_seed0"]
+        for name in [n for n in fit if n.endswith("_coordinates")]:
+            del fit[name]
+    back = read_results(bare)
+    tf = back.trial_factors
+    np.testing.assert_array_equal(tf["trial"].values, result.trial_factors["trial"].values)
+    np.testing.assert_array_equal(tf["condition"].values, result.trial_factors["condition"].values)
+    assert tf["condition"].dtype == np.int64
+    assert list(tf["epoch"].values) == list(result.trial_factors["epoch"].values)
+    np.testing.assert_array_equal(back.inputs["condition"].values, result.inputs["condition"].values)
+    np.testing.assert_array_equal(back.reconstruction["time"].values, result.reconstruction["time"].values)
+    np.testing.assert_array_equal(back.decoder_weight["unit"].values, result.decoder_weight["unit"].values)
+    np.testing.assert_array_equal(back.trial_factors.values, result.trial_factors.values)
+
+
+def test_simulated_session_output_is_dandi_clean(tmp_path):
+    """From a simulated session with aligned data: inspector (dandi config) and pynwb validate clean."""
+    from nwbinspector import Importance, inspect_nwbfile, load_config
+
+    from nwb_ltr.align import align_trials
+    from nwb_ltr.simulate import simulate_session
+
+    session = tmp_path / "sim.nwb"
+    simulate_session(session, planted_rank=2, n_trials=(4, 4, 4), n_units=6, seed=0)
+    with NWBHDF5IO(str(session), "r") as io:
+        data = align_trials(io.read(), "go_cue_time", (-0.1, 0.1), 0.02, condition="target_id", epoch="block")
+    fit = mock_fit_result(
+        n_trials=data.sizes["trial"],
+        n_units=data.sizes["unit"],
+        n_time=data.sizes["time"],
+        trial_ids=data["trial"].values,
+        unit_ids=data["unit"].values,
+    )
+    fit.reconstruction = data.astype(np.float64)
+    fit.masks = None
+    before = sha256(session)
+    out = write_results(fit, session, tmp_path / "results.nwb", data=data)
+    assert sha256(session) == before
+    assert_fit_equal(fit, read_results(out))
+    assert validate(path=str(out)) == []
+    messages = list(inspect_nwbfile(nwbfile_path=str(out), config=load_config("dandi")))
+    bad = [m for m in messages if m.importance in (Importance.CRITICAL, Importance.BEST_PRACTICE_VIOLATION)]
+    assert bad == [], [f"{m.check_function_name}: {m.message}" for m in bad]

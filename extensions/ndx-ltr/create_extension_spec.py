@@ -24,9 +24,9 @@ NAMESPACE = "ndx-ltr"
 DEFAULT_OUT = (HERE / "spec", REPO / "nwb_ltr" / "spec")
 
 COORDINATES_DOC = (
-    "Names of the xarray coordinates attached to this array in nwb_ltr (their values are columns of "
-    "the '<dim>_coordinates' tables of the parent group). Only needed for an exact round trip to "
-    "xarray; plain NWB readers can ignore it."
+    "Names of the xarray coordinates attached to this array in nwb_ltr: 'name' is the column 'name' of "
+    "the table '<dim>_coordinates' of the parent group; 'name=<table>' is the column 'name' of that "
+    "table. Only needed for an exact round trip to xarray; plain NWB readers can ignore it."
 )
 
 
@@ -61,7 +61,15 @@ def _array(
     unit: str | None = None,
 ) -> NWBDatasetSpec:
     """A numeric array dataset with named dims and the optional ``coordinates`` attribute."""
-    attributes = [_coords_attr()]
+    attributes = [
+        _coords_attr(),
+        NWBAttributeSpec(
+            name="xarray_attrs",
+            doc="JSON text of the xarray attrs of this array in nwb_ltr (e.g. alignment settings).",
+            dtype="text",
+            required=False,
+        ),
+    ]
     if unit is not None:
         attributes.append(NWBAttributeSpec(name="unit", doc="Unit of the values.", dtype="text", value=unit))
     return NWBDatasetSpec(
