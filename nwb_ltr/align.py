@@ -17,7 +17,6 @@ Binning is vectorised: spike times and the spike-times index are read once, then
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,18 @@ import numpy as np
 import xarray as xr
 
 from nwb_ltr import dims
+from nwb_ltr._align_args import (
+    TrialSelection,
+    UnitSelection,
+    check_complete,
+    check_smooth,
+    check_transform,
+    check_window,
+    label_column,
+    select_trials,
+    select_units,
+    time_column,
+)
 from nwb_ltr._tables import (
     Spikes,
     TrialsTable,
@@ -32,10 +43,9 @@ from nwb_ltr._tables import (
     read_spikes,
     read_trials,
     recording_extent,
-    value_kind,
 )
 from nwb_ltr.config import Transform
-from nwb_ltr.errors import AlignmentError, ColumnError, MissingDataError
+from nwb_ltr.errors import AlignmentError, MissingDataError
 
 if TYPE_CHECKING:
     from pynwb import NWBFile
@@ -46,9 +56,6 @@ __all__ = ["align_trials"]
 
 #: coordinate names that trials columns must not take (they get a ``trials_`` prefix instead)
 _RESERVED = {dims.TRIAL, dims.TIME, dims.UNIT, "condition", "epoch", "trial_index"}
-
-TrialSelection = str | Sequence[int] | Sequence[bool] | np.ndarray | None
-UnitSelection = Sequence[int] | Sequence[bool] | np.ndarray | None
 
 
 def align_trials(
@@ -133,15 +140,15 @@ def align_trials(
     ...                     epoch="block")  # doctest: +SKIP
     >>> data.sel(unit=3).groupby("condition").mean()  # doctest: +SKIP
     """
-    start, n_bins, bin_size = _check_window(window, bin_size)
-    transform = _check_transform(transform)
-    smooth = _check_smooth(smooth)
+    start, n_bins, bin_size = check_window(window, bin_size)
+    transform = check_transform(transform)
+    smooth = check_smooth(smooth)
     table = read_trials(nwbfile)
-    event = _time_column(table, align_to)
-    condition_column = None if condition is None else _label_column(table, condition, "condition")
-    chosen = _select_trials(table, trials)
+    event = time_column(table, align_to)
+    condition_column = None if condition is None else label_column(table, condition, "condition")
+    chosen = select_trials(table, trials)
     spikes = read_spikes(nwbfile)
-    unit_rows = _select_units(spikes, units)
+    unit_rows = select_units(spikes, units)
 
     # drop trials with no event time, outside the recording, or outside every epoch
     stop = start + n_bins * bin_size
@@ -176,9 +183,9 @@ def align_trials(
     condition_values = None
     if condition is not None:
         condition_values = condition_column[rows]
-        _check_complete(condition_values, condition, "condition")
+        check_complete(condition_values, condition, "condition")
     if epoch_values is not None and epoch != "epochs":
-        _check_complete(epoch_values[rows], epoch, "epoch")
+        check_complete(epoch_values[rows], epoch, "epoch")
 
     counts = _bin_counts(spikes, unit_rows, event[rows] + start, n_bins, bin_size)  # (unit, trial, time)
     values = _transform(counts, transform, bin_size, smooth)
@@ -220,136 +227,7 @@ def align_trials(
     return xr.DataArray(values.transpose(1, 2, 0), dims=dims.DATA_DIMS, coords=coords, attrs=attrs)
 
 
-# --------------------------------------------------------------------------------------- checks
-
-
-def _check_window(window: Any, bin_size: Any) -> tuple[float, int, float]:
-    """Validate window and bin size; return (start, number of bins, bin size)."""
-    try:
-        start, stop = (float(v) for v in window)
-    except (TypeError, ValueError):
-        raise AlignmentError(
-            f"window must be two numbers (start, stop) in seconds, got {window!r}; e.g. window=(-0.5, 1.0)"
-        ) from None
-    if not (math.isfinite(start) and math.isfinite(stop)) or start >= stop:
-        raise AlignmentError(
-            f"window start {start:g} must be smaller than stop {stop:g}; pass window=(start, stop) with start < stop"
-        )
-    try:
-        bin_size = float(bin_size)
-    except (TypeError, ValueError):
-        raise AlignmentError(
-            f"bin_size must be a number of seconds, got {bin_size!r}; e.g. bin_size=0.02"
-        ) from None
-    if not math.isfinite(bin_size) or bin_size <= 0:
-        raise AlignmentError(f"bin_size must be > 0 s, got {bin_size:g}; e.g. bin_size=0.02")
-    span = stop - start
-    if bin_size > span * (1 + 1e-9):
-        raise AlignmentError(
-            f"bin_size {bin_size:g} s is larger than the window ({span:g} s); use a smaller bin_size or a longer window"
-        )
-    ratio = span / bin_size
-    n_bins = max(round(ratio), 1)
-    if abs(ratio - round(ratio)) >= 1e-6:
-        n_bins = math.floor(ratio)
-        logger.warning(
-            "window [%g, %g] s is not a whole number of %g s bins; using [%g, %g] s (%d bins)",
-            start,
-            stop,
-            bin_size,
-            start,
-            start + n_bins * bin_size,
-            n_bins,
-        )
-    return start, n_bins, bin_size
-
-
-def _check_transform(transform: Any) -> Transform:
-    try:
-        return Transform(transform)
-    except ValueError:
-        choices = ", ".join(t.value for t in Transform)
-        raise AlignmentError(f"unknown transform {transform!r}; use one of {choices}") from None
-
-
-def _check_smooth(smooth: Any) -> float | None:
-    if smooth is None:
-        return None
-    try:
-        value = float(smooth)
-    except (TypeError, ValueError):
-        raise AlignmentError(
-            f"smooth must be a sigma in seconds or None, got {smooth!r}; e.g. smooth=0.05"
-        ) from None
-    if not math.isfinite(value) or value <= 0:
-        raise AlignmentError(
-            f"smooth must be > 0 s (a Gaussian sigma) or None, got {value:g}; e.g. smooth=0.05"
-        )
-    return value
-
-
-def _unknown_column(table: TrialsTable, name: str, role: str) -> ColumnError:
-    return ColumnError(
-        f"unknown trials column {name!r} for {role}; available columns: {', '.join(table.colnames)}"
-    )
-
-
-def _time_column(table: TrialsTable, name: Any) -> np.ndarray:
-    """The alignment times (float64) of every trial."""
-    if not isinstance(name, str):
-        raise ColumnError(f"align_to must be a trials column name, got {name!r}; e.g. align_to='start_time'")
-    if name in table.other:
-        raise ColumnError(
-            f"trials column {name!r} is {table.other[name]} (not one value per trial); align_to needs "
-            f"a column of event times in seconds, e.g. {_numeric_names(table)}"
-        )
-    if name not in table.columns:
-        raise _unknown_column(table, name, "align_to")
-    values = table.columns[name]
-    kind = value_kind(values)
-    if kind not in ("float", "int"):
-        raise ColumnError(
-            f"trials column {name!r} holds {kind} values, not event times; align_to needs a column of "
-            f"times in seconds, e.g. {_numeric_names(table)}"
-        )
-    return values.astype(np.float64)
-
-
-def _numeric_names(table: TrialsTable) -> str:
-    names = [n for n, v in table.columns.items() if value_kind(v) == "float"]
-    return ", ".join(names) if names else "start_time"
-
-
-def _label_column(table: TrialsTable, name: Any, role: str) -> np.ndarray:
-    """All values of a condition/epoch column (checked: known, one value per trial)."""
-    if not isinstance(name, str):
-        raise ColumnError(f"{role} must be a trials column name, got {name!r}")
-    if name in table.other:
-        raise ColumnError(
-            f"trials column {name!r} is {table.other[name]} (not one value per trial); {role} needs "
-            "one label per trial, pick another column"
-        )
-    if name not in table.columns:
-        hint = " (or 'epochs' for nwbfile.epochs)" if role == "epoch" else ""
-        raise ColumnError(
-            f"unknown trials column {name!r} for {role}; available columns: {', '.join(table.colnames)}{hint}"
-        )
-    return table.columns[name]
-
-
-def _check_complete(values: np.ndarray, name: str, role: str) -> None:
-    """Raise when labels of the kept trials are missing (NaN / None)."""
-    if values.dtype.kind == "f":
-        missing = np.isnan(values)
-    elif values.dtype.kind == "O":
-        missing = np.asarray([v is None or (isinstance(v, float) and math.isnan(v)) for v in values])
-    else:
-        return
-    if missing.any():
-        raise ColumnError(
-            f"{role} column {name!r} is missing (NaN) in {int(missing.sum())} of {len(values)} trials; "
-            "exclude them with trials=... or pick another column"
-        )
+# --------------------------------------------------------------------------------------- epochs
 
 
 def _epoch_labels(
@@ -357,7 +235,7 @@ def _epoch_labels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Epoch label per trial and the mask of kept trials that fall in no epoch."""
     if epoch != "epochs":
-        return _label_column(table, epoch, "epoch"), np.zeros(len(table), dtype=bool)
+        return label_column(table, epoch, "epoch"), np.zeros(len(table), dtype=bool)
     epochs = read_epochs(nwbfile)
     if epochs is None:
         raise MissingDataError(
@@ -368,95 +246,6 @@ def _epoch_labels(
     found = inside.any(axis=1)
     labels = np.where(found, epochs.labels[np.argmax(inside, axis=1)], "")
     return labels, keep & ~found
-
-
-def _select_trials(table: TrialsTable, trials: TrialSelection) -> np.ndarray:
-    """Boolean mask over the trials table."""
-    n = len(table)
-    if trials is None:
-        return np.ones(n, dtype=bool)
-    if isinstance(trials, str):
-        mask = _query(table, trials)
-    else:
-        mask = _mask_from(trials, table.ids, "trials", "trial")
-    if not mask.any():
-        raise AlignmentError(
-            f"{_describe(trials, 'trials')} selects no trials; loosen the filter (the table has {n} trials)"
-        )
-    return mask
-
-
-def _query(table: TrialsTable, query: str) -> np.ndarray:
-    import pandas as pd
-
-    frame = pd.DataFrame(table.columns, index=pd.Index(table.ids, name="id"))
-    try:
-        result = frame.eval(query)
-    except pd.errors.UndefinedVariableError as exc:
-        raise ColumnError(
-            f"trials query {query!r} uses an unknown name ({exc}); available columns: {', '.join(table.columns)}"
-        ) from None
-    except Exception as exc:
-        raise AlignmentError(
-            f"cannot evaluate trials query {query!r} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            "write a pandas query over trials columns, e.g. \"block == 'AD'\""
-        ) from None
-    values = np.asarray(result)
-    if values.dtype != bool or values.shape != (len(table),):
-        raise AlignmentError(
-            f"trials query {query!r} does not give one True/False per trial; write a condition, e.g. \"block == 'AD'\""
-        )
-    return values
-
-
-def _mask_from(selection: Any, ids: np.ndarray, role: str, noun: str) -> np.ndarray:
-    """Boolean mask from a boolean mask or a list of ids (unknown ids raise)."""
-    values = np.asarray(selection)
-    if values.dtype == bool:
-        if values.shape != ids.shape:
-            raise AlignmentError(
-                f"{role} mask has {values.size} entries but the table has {len(ids)} {noun}s; pass one True/False per {noun}"
-            )
-        return values.copy()
-    if values.ndim != 1 or (values.size and values.dtype.kind not in "iu"):
-        raise AlignmentError(
-            f"{role}= must be a list of {noun} ids or a boolean mask, got {_short(selection)}"
-        )
-    missing = np.setdiff1d(values, ids)
-    if missing.size:
-        raise AlignmentError(
-            f"{role}= names {noun} ids that are not in the table: {_short(missing.tolist())}; "
-            f"valid ids run from {ids.min()} to {ids.max()}"
-        )
-    return np.isin(ids, values)
-
-
-def _select_units(spikes: Spikes, units: UnitSelection) -> np.ndarray:
-    """Row positions of the chosen units."""
-    if units is None:
-        return np.arange(len(spikes.ids))
-    if isinstance(units, str):
-        raise AlignmentError(f"units= must be a list of unit ids or a boolean mask, got {units!r}")
-    mask = _mask_from(units, spikes.ids, "units", "unit")
-    if not mask.any():
-        raise AlignmentError(
-            f"{_describe(units, 'units')} selects no units; pass unit ids from the Units table ({len(spikes.ids)} units)"
-        )
-    return np.flatnonzero(mask)
-
-
-def _describe(selection: Any, role: str) -> str:
-    """How a selection is named in messages: the query, ``the mask (all False)`` or the id list."""
-    if isinstance(selection, str):
-        return f"{role} query {selection!r}"
-    if np.asarray(selection).dtype == bool:
-        return f"{role} mask (all False)"
-    return f"{role}={_short(selection)}"
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------------------- binning

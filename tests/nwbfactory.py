@@ -25,7 +25,7 @@ from pynwb.file import Subject
 from pynwb.misc import Units
 from pynwb.testing.mock.file import mock_NWBFile
 
-__all__ = ["make_nwbfile", "make_units", "random_spikes", "write_nwbfile"]
+__all__ = ["labelled_session", "make_nwbfile", "make_units", "random_spikes", "write_nwbfile"]
 
 
 def random_spikes(
@@ -156,3 +156,35 @@ def write_nwbfile(nwbfile: NWBFile, path: str | Path) -> Path:
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwbfile)
     return path
+
+
+def labelled_session(**kwargs: Any) -> tuple[NWBFile, list[np.ndarray]]:
+    """8 trials (ids 100..107) x 5 units (ids 10..14) with go cue, target, block, result, a column
+    named ``time`` (clashes with a dim), a ragged column, an epochs table with tags and
+    obs_intervals [0, 40] s.  ``kwargs`` override :func:`make_nwbfile` arguments."""
+    trains = random_spikes(5, 40.0, 8.0, seed=1)
+    starts = np.arange(8) * 4.0 + 2.0
+    trials = {
+        "start_time": starts,
+        "stop_time": starts + 3.0,
+        "go_cue_time": starts + 1.0,
+        "target_id": np.array([0, 1, 2, 3, 0, 1, 2, 3]),
+        "block": ["BL", "BL", "BL", "AD", "AD", "AD", "WO", "WO"],
+        "result": ["ok", "ok", "fail", "ok", "ok", "ok", "fail", "ok"],
+        "time": starts * 0 + 7.0,  # clashes with a dim name
+        "spikes_per_trial": [[1, 2], [3], [], [1], [2], [3], [4], [5]],  # ragged
+    }
+    epochs = {
+        "start_time": [0.0, 13.0, 25.0],
+        "stop_time": [13.0, 25.0, 40.0],
+        "tags": [["BL"], ["AD"], ["WO"]],
+    }
+    defaults = {
+        "trials": trials,
+        "epochs": epochs,
+        "obs_intervals": [[[0.0, 40.0]]] * 5,
+        "unit_ids": [10, 11, 12, 13, 14],
+        "trial_ids": np.arange(8) + 100,
+    }
+    defaults.update(kwargs)
+    return make_nwbfile(trains, **defaults), trains
