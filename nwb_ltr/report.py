@@ -349,13 +349,18 @@ def aligned_data_of(nwbfile: Any, result: FitResult) -> xr.DataArray | None:
 
 
 def _load(path: Path) -> tuple[dict[str, FitResult], dict[str, xr.DataArray], pd.DataFrame | None]:
-    """Every fit, its aligned data (where stored) and the selection table, opening the file once."""
+    """Every fit, its aligned data (where stored) and the selection table."""
+    from pynwb import NWBHDF5IO
+
     from nwb_ltr import nwb_io
     from nwb_ltr._nwb_read import fit_result, selection_frame
-    from nwb_ltr.ndx import LtrModelSelection
+    from nwb_ltr.ndx import LowTensorRankRNN, LtrModelSelection
 
-    with nwb_io._open_results(path) as nwbfile:  # checks the file and its ndx-ltr version
-        fits = {name: fit_result(container) for name, container in sorted(nwb_io._fits(nwbfile).items())}
+    names = nwb_io.list_results(path)  # checks the file is a results file of a readable version
+    with NWBHDF5IO(str(path), "r", load_namespaces=True) as io:
+        nwbfile = io.read()
+        containers = {o.name: o for o in nwbfile.objects.values() if isinstance(o, LowTensorRankRNN)}
+        fits = {name: fit_result(containers[name]) for name in names}
         tables = [o for o in nwbfile.objects.values() if isinstance(o, LtrModelSelection)]
         selection = selection_frame(tables[0]) if tables else None
         data: dict[str, xr.DataArray] = {}
@@ -396,6 +401,11 @@ def show_results(
     path = Path(path)
     if not path.is_file():
         raise SourceNotFoundError(f"results file not found: {path}; check the path")
+    for target in (png, html):  # fail before the work, not after it
+        if target is not None and not _writable(Path(target).parent):
+            raise OutputError(
+                f"cannot write {target}: folder {Path(target).parent} does not exist or is not writable"
+            )
     fits, data, selection = _load(path)
     if not fits and selection is None:
         raise ResultsFormatError(
