@@ -423,3 +423,41 @@ def test_simulated_session_output_is_dandi_clean(tmp_path):
     messages = list(inspect_nwbfile(nwbfile_path=str(out), config=load_config("dandi")))
     bad = [m for m in messages if m.importance in (Importance.CRITICAL, Importance.BEST_PRACTICE_VIOLATION)]
     assert bad == [], [f"{m.check_function_name}: {m.message}" for m in bad]
+
+
+def test_aligned_data_events_are_sorted(tmp_path, source, result):
+    data = result.reconstruction.isel(trial=slice(None, None, -1))
+    data.attrs.update(align_to="go_cue_time", bin_size=0.02)
+    out = write_results(result, source, tmp_path / "r.nwb", data=data)
+    with NWBHDF5IO(str(out), "r") as io:
+        bas = io.read().processing["ltr"]["aligned_data"]
+        np.testing.assert_array_equal(bas.event_timestamps[:], np.sort(data["go_cue_time"].values))
+        np.testing.assert_allclose(bas.data[:, 0, :], data.isel(trial=-1).transpose("unit", "time").values)
+        labels = np.asarray(bas.condition_labels[:])[np.asarray(bas.condition_indices[:], dtype=int)]
+        assert list(labels) == [str(c) for c in data["condition"].values[::-1]]
+
+
+def test_bad_arguments(tmp_path, source, result):
+    with pytest.raises(
+        TypeError, match=re.escape("results must be a FitResult, a list or a dict of them, got str")
+    ):
+        write_results("fit", source, tmp_path / "x.nwb")
+    with pytest.raises(ValueError, match=re.escape("no results to write; pass at least one FitResult")):
+        write_results([], source, tmp_path / "x.nwb")
+    with pytest.raises(ValueError, match=re.escape("names must be 2 distinct strings, got ['a', 'a']")):
+        write_results([result, result], source, tmp_path / "x.nwb", names=["a", "a"])
+    msg = "selection table lacks column(s) selected; it needs rank, rnn_dim, seed, selected"
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        write_results(
+            result,
+            source,
+            tmp_path / "x.nwb",
+            selection=pd.DataFrame({"rank": [1], "rnn_dim": [8], "seed": [0]}),
+        )
+    assert not (tmp_path / "x.nwb").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_nwb_io_does_not_import_torch():
+    code = "import sys, nwb_ltr.nwb_io, nwb_ltr.testing.mocks; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
