@@ -84,7 +84,8 @@ def _array(
         table, dim = found[0]
         attached[name] = (dim, coords[table][name])
     attrs = _json(getattr(container, f"{field}__xarray_attrs", None), f"{field}.attrs", container.name)
-    return xr.DataArray(np.asarray(data[()]), dims=ARRAY_DIMS[field], coords=attached, attrs=attrs)
+    name = getattr(container, f"{field}__xarray_name", None)
+    return xr.DataArray(np.asarray(data[()]), dims=ARRAY_DIMS[field], coords=attached, attrs=attrs, name=name)
 
 
 def _history(container: LowTensorRankRNN) -> pd.DataFrame:

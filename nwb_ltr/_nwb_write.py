@@ -253,6 +253,8 @@ def fit_container(name: str, result: FitResult, nwbfile: NWBFile | None = None) 
         kwargs[field] = array.values
         if coordinate_attrs[field]:
             kwargs[f"{field}__coordinates"] = coordinate_attrs[field]
+        if array.name is not None:
+            kwargs[f"{field}__xarray_name"] = str(array.name)
         if array.attrs:
             kwargs[f"{field}__xarray_attrs"] = to_json(dict(array.attrs), f"{field}.attrs")
     trial_factors = arrays["trial_factors"]

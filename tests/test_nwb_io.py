@@ -285,6 +285,7 @@ def test_plain_pynwb_reads_without_nwb_ltr(tmp_path, written, result):
     assert out["unit_ids"] == out["region_ids"] == result.decoder_weight["unit"].values.tolist()
 
 
+@pytest.mark.slow
 def test_dandi_validate_in_dandiset_layout(tmp_path, source, result):
     pytest.importorskip("dandi")
     dandiset = tmp_path / "000000"
@@ -395,6 +396,7 @@ def test_plain_datasets_suffice_without_coordinate_tables(tmp_path, written, res
     np.testing.assert_array_equal(back.trial_factors.values, result.trial_factors.values)
 
 
+@pytest.mark.slow
 def test_simulated_session_output_is_dandi_clean(tmp_path):
     """From a simulated session with aligned data: inspector (dandi config) and pynwb validate clean."""
     from nwbinspector import Importance, inspect_nwbfile, load_config
@@ -461,3 +463,22 @@ def test_bad_arguments(tmp_path, source, result):
 def test_nwb_io_does_not_import_torch():
     code = "import sys, nwb_ltr.nwb_io, nwb_ltr.testing.mocks; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.slow
+def test_real_fit_round_trips_identically(tmp_path):
+    """A FitResult from the real fitter (tiny) comes back identical and rebuilds the torch model."""
+    from nwb_ltr.align import align_trials
+    from nwb_ltr.fitting import fit
+    from nwb_ltr.model import LtrRNN
+    from nwb_ltr.simulate import simulate_session
+
+    session = tmp_path / "sim.nwb"
+    simulate_session(session, planted_rank=2, n_trials=(4, 4, 4), n_units=5, seed=1)
+    with NWBHDF5IO(str(session), "r") as io:
+        data = align_trials(io.read(), "go_cue_time", (-0.1, 0.1), 0.02, condition="target_id", epoch="block")
+    result = fit(data, rank=2, rnn_dim=6, max_iters=2, seed=0)
+    out = write_results(result, session, tmp_path / "results.nwb", data=data)
+    back = read_results(out)
+    assert_fit_equal(result, back)
+    assert isinstance(LtrRNN.from_result(back), LtrRNN)

@@ -69,6 +69,9 @@ def _array(
             dtype="text",
             required=False,
         ),
+        NWBAttributeSpec(
+            name="xarray_name", doc="Name of the xarray DataArray in nwb_ltr.", dtype="text", required=False
+        ),
     ]
     if unit is not None:
         attributes.append(NWBAttributeSpec(name="unit", doc="Unit of the values.", dtype="text", value=unit))

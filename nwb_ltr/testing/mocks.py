@@ -131,7 +131,7 @@ def mock_fit_result(
         "best_iter": 40,
         "stopped_reason": "max_iters",
     }
-    return FitResult(
+    result = FitResult(
         trial_factors=arr((dims.TRIAL, dims.RANK), trial_coords, n_trials, rank),
         column_factors=column,
         row_factors=row,
@@ -164,6 +164,9 @@ def mock_fit_result(
         provenance=provenance,
         masks=masks,
     )
+    for field in ("trial_factors", "reconstruction", "latents"):
+        getattr(result, field).name = field
+    return result
 
 
 def mock_session_nwbfile(
