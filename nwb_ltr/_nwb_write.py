@@ -350,6 +350,12 @@ def selection_table(selection: pd.DataFrame, fits: dict[str, FitResult]) -> LtrM
         if name == "metrics" or cast is str or values.map(lambda v: isinstance(v, (dict, str))).any():
             data: Any = np.array([_cell_text(v) for v in values], dtype=object)
         elif cast is not None:
+            if cast is int and values.isna().any():
+                if name != "fold":
+                    raise ValueError(
+                        f"selection column {name!r} has missing values; fill them before writing"
+                    )
+                values = values.fillna(-1)  # -1 = not cross-validated
             data = values.to_numpy().astype(cast)
         else:
             data = _storable(values.to_numpy(), str(name))

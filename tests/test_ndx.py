@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +107,22 @@ def test_fit_container_holds_the_arrays():
     assert container.seed == 0 and container.likelihood == "poisson"
 
 
-class TestLowTensorRankRNNRoundTrip(NWBH5IOFlexMixin, TestCase):
+class _InTempDir:
+    """Run the pynwb round trip (which writes files into the cwd) inside a temporary folder."""
+
+    def setUp(self) -> None:
+        self._cwd = os.getcwd()
+        self._tmp = tempfile.mkdtemp()
+        os.chdir(self._tmp)
+        super().setUp()
+
+    def tearDown(self) -> None:
+        super().tearDown()
+        os.chdir(self._cwd)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+class TestLowTensorRankRNNRoundTrip(_InTempDir, NWBH5IOFlexMixin, TestCase):
     """Write → validate → read → assertContainerEqual → export, with regions into units and trials."""
 
     def getContainerType(self) -> str:
@@ -123,7 +141,7 @@ class TestLowTensorRankRNNRoundTrip(NWBH5IOFlexMixin, TestCase):
         return nwbfile.processing["ltr"]["ltr_fit"]
 
 
-class TestLtrModelSelectionRoundTrip(NWBH5IOFlexMixin, TestCase):
+class TestLtrModelSelectionRoundTrip(_InTempDir, NWBH5IOFlexMixin, TestCase):
     def getContainerType(self) -> str:
         return "LtrModelSelection"
 

@@ -482,3 +482,24 @@ def test_real_fit_round_trips_identically(tmp_path):
     back = read_results(out)
     assert_fit_equal(result, back)
     assert isinstance(LtrRNN.from_result(back), LtrRNN)
+
+
+def test_selection_without_folds_and_with_failures(tmp_path, source, result):
+    selection = pd.DataFrame(
+        {
+            "rank": [2, 3],
+            "rnn_dim": [8, 8],
+            "seed": [0, 0],
+            "fold": [None, None],
+            "test_loss": [1.0, np.nan],
+            "status": ["ok", "failed"],
+            "error": [None, "FitError: non-finite loss"],
+            "selected": [True, False],
+        }
+    )
+    out = write_results(result, source, tmp_path / "r.nwb", selection=selection)
+    back = read_selection(out)
+    assert list(back["fold"]) == [-1, -1]
+    assert list(back["error"]) == ["", "FitError: non-finite loss"]
+    assert list(back["result_name"]) == ["ltr_rank2_rnn8_seed0", ""]
+    assert np.isnan(back["test_loss"][1])
