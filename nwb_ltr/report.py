@@ -80,34 +80,58 @@ def _fmt(value: Any) -> str:
     return "nan" if np.isnan(number) else f"{number:.4g}"
 
 
-def _source_text(prov: Mapping[str, Any]) -> str:
-    src = prov.get("source_provenance") if isinstance(prov.get("source_provenance"), Mapping) else {}
-    merged = {**src, **{k: v for k, v in prov.items() if v not in (None, "")}}
-    text = str(merged.get("source", "-"))
-    if merged.get("dandiset_id"):
-        text += f" (DANDI {merged['dandiset_id']}@{merged.get('version') or merged.get('dandiset_version') or 'draft'}"
-        text += f", {merged.get('asset_path', '?')})"
-    elif merged.get("sha256"):
-        text += f" (sha256 {str(merged['sha256'])[:12]}…)"
+def flat_provenance(prov: Mapping[str, Any]) -> dict[str, Any]:
+    """Provenance with the nested ``data_attrs`` / ``source_provenance`` dicts merged in.
+
+    The fitter records the data's attrs under ``data_attrs`` (alignment settings, ``source``) and
+    the pipeline adds ``source_provenance`` (sha256 or DANDI identifiers); top-level keys win.
+    Empty values (None, "") are left out.
+    """
+    merged: dict[str, Any] = {}
+    attrs = prov.get("data_attrs") if isinstance(prov.get("data_attrs"), Mapping) else {}
+    for layer in (attrs.get("source_provenance"), prov.get("source_provenance"), attrs, prov):
+        if isinstance(layer, Mapping):
+            merged.update(
+                {k: v for k, v in layer.items() if v not in (None, "") and not isinstance(v, Mapping)}
+            )
+    return merged
+
+
+def _source_text(info: Mapping[str, Any]) -> str:
+    text = str(info.get("source", "-"))
+    if info.get("dandiset_id"):
+        version = info.get("version") or info.get("dandiset_version") or "draft"
+        text += f" (DANDI {info['dandiset_id']}@{version}, {info.get('asset_path', '?')})"
+    elif info.get("sha256"):
+        text += f" (sha256 {str(info['sha256'])[:12]}…)"
     return text
 
 
-def _alignment_text(result: FitResult) -> str:
-    prov = result.provenance
-    window = prov.get("window")
+def _alignment_text(info: Mapping[str, Any]) -> str:
+    window = info.get("window")
     window_text = (
         f"[{_fmt(window[0])}, {_fmt(window[1])}] s" if window is not None and len(window) == 2 else "-"
     )
     parts = [
-        f"to {prov.get('align_to', '-')}",
+        f"to {info.get('align_to', '-')}",
         f"window {window_text}",
-        f"bin {_fmt(prov.get('bin_size'))} s",
-        f"transform {prov.get('transform', '-')}",
+        f"bin {_fmt(info.get('bin_size'))} s",
+        f"transform {info.get('transform', '-')}",
     ]
+    if info.get("smooth"):
+        parts.append(f"smoothed {_fmt(info['smooth'])} s")
     for key in ("condition", "epoch"):
-        if prov.get(key):
-            parts.append(f"{key} column {prov[key]}")
+        if info.get(key):
+            parts.append(f"{key} column {info[key]}")
     return ", ".join(parts)
+
+
+def _versions_text(prov: Mapping[str, Any]) -> str:
+    versions = dict(prov.get("versions") or {}) if isinstance(prov.get("versions"), Mapping) else {}
+    for key, value in prov.items():
+        if key.endswith("_version") and key != "nwb_ltr_version":
+            versions[key[: -len("_version")]] = value
+    return ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
 
 
 def _shape_text(result: FitResult) -> str:
@@ -134,15 +158,17 @@ def summarize_fit(name: str, result: FitResult) -> str:
         The fit.
     """
     m, prov = result.metrics, result.provenance
+    info = flat_provenance(prov)
     model = result.config.get("model", {}) if isinstance(result.config, Mapping) else {}
-    versions = prov.get("versions") if isinstance(prov.get("versions"), Mapping) else {}
+    versions = _versions_text(prov)
+    dropped = info.get("n_dropped_trials")
     metric_keys = [
         k for k in ("train_loss", "val_loss", "test_loss", "test_r2", "test_bits_per_spike") if k in m
     ]
     rows = [
-        ("source", _source_text(prov)),
-        ("alignment", _alignment_text(result)),
-        ("tensor", _shape_text(result)),
+        ("source", _source_text(info)),
+        ("alignment", _alignment_text(info)),
+        ("tensor", _shape_text(result) + (f" ({dropped} trials dropped)" if dropped else "")),
         ("epochs", _epochs_text(result)),
         (
             "model",
@@ -156,11 +182,11 @@ def summarize_fit(name: str, result: FitResult) -> str:
         (
             "provenance",
             f"nwb_ltr {prov.get('nwb_ltr_version', '-')}, seed {_fmt(prov.get('seed'))}, "
-            f"device {prov.get('device', '-')}, started {prov.get('started', '-')}",
+            f"device {prov.get('device', '-')}, created {prov.get('created') or prov.get('started') or '-'}",
         ),
     ]
     if versions:
-        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))))
+        rows.append(("versions", versions))
     width = max(len(k) for k, _ in rows)
     lines = [f"fit {name!r}"] + [f"  {k:<{width}}  {v}" for k, v in rows]
     return "\n".join(lines)
@@ -449,6 +475,7 @@ def _write(target: Path, content: bytes) -> Path:
 
 
 __all__ = [
+    "flat_provenance",
     "aligned_data_of",
     "FIT_PANELS",
     "MAX_FIGURE_FITS",

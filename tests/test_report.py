@@ -87,6 +87,45 @@ def test_summarize_fit_names_a_dandi_source(fits):
     )
 
 
+def test_summarize_fit_reads_the_nested_provenance_of_the_fitter():
+    result = mock_fit_result()
+    result.provenance = {
+        "nwb_ltr_version": "0.1.0",
+        "torch_version": "2.13.0",
+        "seed": 4,
+        "device": "cpu",
+        "created": "2026-11-27T23:20:32+00:00",
+        "data_attrs": {
+            "align_to": "move_onset_time",
+            "window": [-0.3, 0.5],
+            "bin_size": 0.01,
+            "transform": "counts",
+            "smooth": None,
+            "condition": "target_id",
+            "epoch": "block",
+            "source": "DANDI:000123/sub-1/sub-1_ecephys.nwb",
+            "n_dropped_trials": 2,
+            "source_provenance": {
+                "dandiset_id": "000123",
+                "version": "draft",
+                "asset_path": "sub-1/sub-1_ecephys.nwb",
+            },
+        },
+    }
+    lines = dict(line.strip().split(None, 1) for line in report.summarize_fit("f", result).splitlines()[1:])
+    assert (
+        lines["source"]
+        == "DANDI:000123/sub-1/sub-1_ecephys.nwb (DANDI 000123@draft, sub-1/sub-1_ecephys.nwb)"
+    )
+    assert lines["alignment"] == (
+        "to move_onset_time, window [-0.3, 0.5] s, bin 0.01 s, transform counts, "
+        "condition column target_id, epoch column block"
+    )
+    assert lines["tensor"] == "12 trials × 10 times × 6 units (2 trials dropped)"
+    assert lines["provenance"] == "nwb_ltr 0.1.0, seed 4, device cpu, created 2026-11-27T23:20:32+00:00"
+    assert lines["versions"] == "torch 2.13.0"
+
+
 def test_summarize_selection_marks_the_selected_setting_and_failures(selection):
     table = selection.copy()
     table.loc[0, "status"] = "failed"
