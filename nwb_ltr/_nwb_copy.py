@@ -177,17 +177,13 @@ def pruned_copy(src: NWBFile, *, source_script: str | None = None) -> NWBFile:
     if units is not None:
         unit_attrs = {a: getattr(units, a) for a in _UNITS_ATTRS if getattr(units, a, None) is not None}
         kwargs["units"] = _copy_table(units, Units, remap, **unit_attrs)
-    intervals = []
-    for name, table in src.intervals.items():
-        new_table = _copy_table(table, TimeIntervals, remap)
-        if name == "trials":
-            kwargs["trials"] = new_table
-        elif name == "epochs":
-            kwargs["epochs"] = new_table
-        else:
-            intervals.append(new_table)
-    if intervals:
-        kwargs["intervals"] = intervals
+    tables = {"trials": src.trials, "epochs": src.epochs, "invalid_times": src.invalid_times}
+    others = [t for t in src.intervals.values() if all(t is not known for known in tables.values())]
+    for name, table in tables.items():
+        if table is not None:
+            kwargs[name] = _copy_table(table, TimeIntervals, remap)
+    if others:
+        kwargs["intervals"] = [_copy_table(t, TimeIntervals, remap) for t in others]
     if src.subject is not None:
         kwargs["subject"] = _copy_subject(src.subject)
     if source_script is not None:

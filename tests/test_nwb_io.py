@@ -182,6 +182,10 @@ def test_in_memory_source_is_not_modified(tmp_path, result):
     assert "ltr" not in nwbfile.processing and "raw" in nwbfile.acquisition
     assert nwbfile.container_source is None
     assert_fit_equal(result, read_results(out))
+    with NWBHDF5IO(str(out), "r") as io:
+        copy = io.read()
+        assert len(copy.trials) == N_TRIALS and len(copy.epochs) == 3 and len(copy.units) == N_UNITS
+        assert copy.processing["ltr"]["ltr_rank2_rnn8_seed0"].trials_region.table is copy.trials
 
 
 def test_existing_output_needs_force(tmp_path, source, result):
@@ -327,6 +331,16 @@ nwb_io.write_results(fits, sys.argv[1], sys.argv[2])
 def _writer(source: Path, out: Path, flag: Path, mode: str) -> subprocess.Popen:
     script = KILL_SCRIPT.format(n_trials=N_TRIALS, n_units=N_UNITS)
     return subprocess.Popen([sys.executable, "-c", script, str(source), str(out), str(flag), mode])
+
+
+def test_large_arrays_are_compressed(tmp_path, source):
+    fit = mock_fit_result(n_trials=N_TRIALS, n_units=N_UNITS, n_time=2000, with_masks=False)
+    out = write_results(fit, source, tmp_path / "r.nwb")
+    with h5py.File(out, "r") as f:
+        group = f["processing/ltr/ltr_rank2_rnn8_seed0"]
+        assert group["reconstruction"].compression == "gzip"
+        assert group["trial_factors"].compression is None
+    assert_fit_equal(fit, read_results(out))
 
 
 def test_killed_writer_leaves_no_output(tmp_path, source):
