@@ -343,7 +343,7 @@ def aligned_data_of(nwbfile: Any, result: FitResult) -> xr.DataArray | None:
 
     stored = [o for o in nwbfile.objects.values() if isinstance(o, BinnedAlignedSpikes)]
     recon = result.reconstruction
-    align_to = result.provenance.get("align_to")
+    align_to = flat_provenance(result.provenance).get("align_to")
     if align_to in recon.coords:
         events = np.asarray(recon.coords[align_to].values, dtype=np.float64)
     elif nwbfile.trials is not None and align_to in nwbfile.trials.colnames:

@@ -142,8 +142,11 @@ def test_summarize_selection_marks_the_selected_setting_and_failures(selection):
     assert rank1.split()[-1] == "0.8"  # stability of the non-best seeds
 
 
-def test_aligned_data_is_matched_to_the_fit_trials_by_event_time():
+@pytest.mark.parametrize("nested", [False, True])
+def test_aligned_data_is_matched_to_the_fit_trials_by_event_time(nested):
     result = mock_fit_result()
+    if nested:  # as the fitter records it
+        result.provenance = {"data_attrs": {"align_to": result.provenance.pop("align_to")}}
     data = _data(result)
     nwbfile = mock_session_nwbfile()
     shuffled = data.isel(trial=np.random.default_rng(0).permutation(data.sizes["trial"]))
