@@ -24,6 +24,9 @@ _LAZY = {
     "FitResult": "nwb_ltr.results",
     "write_results": "nwb_ltr.nwb_io",
     "read_results": "nwb_ltr.nwb_io",
+    "list_results": "nwb_ltr.nwb_io",
+    "summarize_session": "nwb_ltr.inspection",
+    "guess_alignment": "nwb_ltr.inspection",
     "load_model": "nwb_ltr.pipeline",
     "NwbLtrError": "nwb_ltr.errors",
 }
