@@ -97,13 +97,18 @@ def default_output_name(nwbfile: NWBFile, modality: str = "ecephys") -> str:
     left out when the source has no ``session_id``.
     """
     subject = nwbfile.subject.subject_id if nwbfile.subject is not None else None
-    if not subject:
+    return dandi_file_name(subject, nwbfile.session_id, modality)
+
+
+def dandi_file_name(subject_id: str | None, session_id: str | None, modality: str = "ecephys") -> str:
+    """``sub-<subject>_ses-<session>_desc-ltr_<modality>.nwb`` from plain ids (see default_output_name)."""
+    if not subject_id:
         raise OutputError(
             "the source has no subject_id, so no DANDI file name can be made; pass an output path"
         )
-    parts = [f"sub-{_dandi_entity(subject)}"]
-    if nwbfile.session_id:
-        parts.append(f"ses-{_dandi_entity(nwbfile.session_id)}")
+    parts = [f"sub-{_dandi_entity(subject_id)}"]
+    if session_id:
+        parts.append(f"ses-{_dandi_entity(session_id)}")
     return "_".join([*parts, "desc-ltr", modality]) + ".nwb"
 
 

@@ -149,15 +149,10 @@ def prepare(source: Any, **options: Any) -> tuple[xr.DataArray, AlignmentChoice]
 
 
 def default_output_name(attrs: dict[str, Any]) -> Path:
-    """DANDI-layout results name ``sub-<subject>_ses-<session>_desc-ltr_ecephys.nwb`` (cwd)."""
+    """DANDI-layout results name ``sub-<subject>_ses-<session>_desc-ltr_ecephys.nwb`` in the cwd."""
+    from nwb_ltr.nwb_io import dandi_file_name
 
-    def clean(value: Any, fallback: str) -> str:
-        text = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in str(value or ""))
-        return text.strip("-") or fallback
-
-    subject = clean(attrs.get("subject_id"), "unknown")
-    session = clean(attrs.get("session_id") or attrs.get("identifier"), "unknown")
-    return Path(f"sub-{subject}_ses-{session}_desc-ltr_ecephys.nwb")
+    return Path(dandi_file_name(attrs.get("subject_id"), attrs.get("session_id")))
 
 
 def default_checkpoint_dir(output: Path) -> Path:
@@ -289,8 +284,14 @@ class DemoRun:
     fit: FitRun
 
 
-def run_demo(out_dir: str | Path = "nwb_ltr_demo", *, seed: int = 0, progress: bool = False,
-             force: bool = True, **fit_options: Any) -> DemoRun:
+def run_demo(
+    out_dir: str | Path = "nwb_ltr_demo",
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    force: bool = True,
+    **fit_options: Any,
+) -> DemoRun:
     """Simulate the default learning session, fit it, write the results NWB and a PNG figure.
 
     Parameters
