@@ -156,7 +156,7 @@ class FitConfig:
     max_iters : maximum number of optimiser steps.
     lr : Adam learning rate.
     grad_clip : clip the global gradient norm to this value (None = no clipping).
-    activity_penalty : weight of mean(phi(x)^2) in the objective.
+    activity_penalty : weight of the mean squared latent state mean(kappa^2) (x = A kappa) in the objective.
     input_penalty : weight of mean(u^2) over the active input bins.
     prior_weight : weight of the GP prior term 0.5*|z|^2 / n_train_entries (1 = MAP estimate with
         the likelihood per entry).

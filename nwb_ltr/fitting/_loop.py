@@ -66,12 +66,14 @@ class Trainer:
         fingerprint: str,
         progress: bool = False,
     ) -> None:
-        self.model, self.config, self.y = model, config, y
+        self.model, self.config = model, config
         self.likelihood: Likelihood = model.config.likelihood  # type: ignore[assignment]
-        self.train_mask = codes == 0
-        self.val_mask = codes == 1
-        self.n_train = int(self.train_mask.sum().item())
-        self.n_val = int(self.val_mask.sum().item())
+        # time-major copies: the model produces (time, trial, unit) tensors
+        self.y = y.transpose(0, 1).contiguous()
+        self.train_w = (codes == 0).transpose(0, 1).contiguous().to(y.dtype)
+        self.val_w = (codes == 1).transpose(0, 1).contiguous().to(y.dtype)
+        self.n_train = int((codes == 0).sum().item())
+        self.n_val = int((codes == 1).sum().item())
         n_active = int((model.inputs().detach() != 0).any(dim=(0, 2)).sum().item())
         self.n_input_entries = max(1, model.n_conditions * max(n_active, 1) * model.n_inputs)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -98,15 +100,14 @@ class Trainer:
         """(objective, train NLL per entry, validation NLL per entry or None) at the current parameters."""
         model, cfg = self.model, self.config
         out = model(trials)
-        y = self.y if trials is None else self.y[trials]
-        train = self.train_mask if trials is None else self.train_mask[trials]
+        y = self.y if trials is None else self.y[:, trials]
+        w = self.train_w if trials is None else self.train_w[:, trials]
         if keep is not None:
-            train = train & keep[:, None, None]
-        nll = _metrics.elementwise_nll(out.mean, y, self.likelihood)
-        train_nll = torch.where(train, nll, 0.0).sum() / train.sum().clamp_min(1)
+            w = w * keep.to(w.dtype)[None, :, None]
+        train_nll = _metrics.masked_nll(out.eta_tm, y, w, self.likelihood) / w.sum().clamp_min(1.0)
         obj = train_nll
         if cfg.activity_penalty:
-            obj = obj + cfg.activity_penalty * out.phi.pow(2).mean()
+            obj = obj + cfg.activity_penalty * out.latents_tm.pow(2).mean()
         if cfg.input_penalty:
             obj = obj + cfg.input_penalty * out.inputs.pow(2).sum() / self.n_input_entries
         if cfg.prior_weight and model.gp_cholesky is not None:
@@ -114,14 +115,19 @@ class Trainer:
         val = None
         if with_val and trials is None:
             with torch.no_grad():
-                val = float((torch.where(self.val_mask, nll.detach(), 0.0).sum() / self.n_val).item())
+                val = float(
+                    (
+                        _metrics.masked_nll(out.eta_tm.detach(), y, self.val_w, self.likelihood) / self.n_val
+                    ).item()
+                )
         return obj, train_nll, val
 
     def _validation(self) -> float:
         with torch.no_grad():
             out = self.model()
-            nll = _metrics.elementwise_nll(out.mean, self.y, self.likelihood)
-            return float((torch.where(self.val_mask, nll, 0.0).sum() / self.n_val).item())
+            return float(
+                (_metrics.masked_nll(out.eta_tm, self.y, self.val_w, self.likelihood) / self.n_val).item()
+            )
 
     # ------------------------------------------------------------------ state
     def _snapshot(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -212,7 +218,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _draw(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        cfg, n_trials = self.config, self.y.shape[0]
+        cfg, n_trials = self.config, self.y.shape[1]
         trials = keep = None
         if cfg.batch_size is not None and cfg.batch_size < n_trials:
             trials = torch.randperm(n_trials, generator=self.generator)[: cfg.batch_size].sort().values

@@ -30,20 +30,64 @@ from nwb_ltr.model._inputs import FixedInputs, FreeInputs, SmoothInputs
 class ModelOutput:
     """One forward pass over a set of trials.
 
+    Tensors are stored time-major (contiguous per time step, which makes the recurrence and the
+    loss cheaper); the properties give ``(trial, time, ...)`` views.
+
     Attributes
     ----------
-    eta : ``(trial, time, unit)`` readout before the link (log-ish rate for Poisson).
-    mean : ``(trial, time, unit)`` expected data: softplus(eta) counts per bin, or eta (Gaussian).
-    latents : ``(trial, time, rank)`` κ, coordinates of the state in span(A).
-    phi : ``(trial, time, rnn_unit)`` activity tanh(x).
+    eta_tm : ``(time, trial, unit)`` readout before the link.
+    latents_tm : ``(time, trial, rank)`` κ, coordinates of the state in span(A).
+    phi_tm : ``(time, trial, rnn_unit)`` activity tanh(x).
     inputs : ``(condition, time, input)`` realised input time courses.
+    likelihood : the observation model (decides the link).
     """
 
-    eta: torch.Tensor
-    mean: torch.Tensor
-    latents: torch.Tensor
-    phi: torch.Tensor
+    eta_tm: torch.Tensor
+    latents_tm: torch.Tensor
+    phi_tm: torch.Tensor
     inputs: torch.Tensor
+    likelihood: Likelihood
+
+    @property
+    def eta(self) -> torch.Tensor:
+        """``(trial, time, unit)`` readout before the link."""
+        return self.eta_tm.transpose(0, 1)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """``(trial, time, unit)`` expected data: softplus(eta) counts per bin (Poisson) or eta."""
+        return F.softplus(self.eta) if self.likelihood is Likelihood.POISSON else self.eta
+
+    @property
+    def latents(self) -> torch.Tensor:
+        """``(trial, time, rank)`` κ."""
+        return self.latents_tm.transpose(0, 1)
+
+    @property
+    def phi(self) -> torch.Tensor:
+        """``(trial, time, rnn_unit)`` activity."""
+        return self.phi_tm.transpose(0, 1)
+
+
+class _FastTanh(torch.autograd.Function):
+    """tanh(x) = 2 sigmoid(2x) − 1: several times faster than ``torch.tanh`` on CPU (vectorised
+    sigmoid), same value to ~1e-7 absolute; backward uses the saved output, g (1 − y²)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        y = torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return grad * (1.0 - y * y)
+
+
+def fast_tanh(x: torch.Tensor) -> torch.Tensor:
+    """The RNN nonlinearity φ = tanh (see :class:`_FastTanh`)."""
+    return _FastTanh.apply(x)
 
 
 def _unit_columns(raw: torch.Tensor) -> torch.Tensor:
@@ -183,7 +227,7 @@ class LtrRNN(nn.Module):
         q, r = torch.linalg.qr(self.decoder_raw)
         sign = torch.where(torch.diagonal(r) >= 0, 1.0, -1.0).to(q.dtype)
         q = q * sign
-        return q.T if self.decoder_raw.shape[0] >= self.decoder_raw.shape[1] else q
+        return q.T if self.config.rnn_dim >= self.n_units else q
 
     def effective_parameters(self) -> dict[str, torch.Tensor]:
         """Input map G ``(rnn_unit, input)``, bias β ``(rnn_unit,)`` and initial states
@@ -218,25 +262,28 @@ class LtrRNN(nn.Module):
         b: torch.Tensor,
         latent: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the fixed-step recurrence; return (states (K,T,space), phi (K,T,D))."""
+        """Run the fixed-step recurrence; return time-major (states (T,K,space), phi (T,K,D))."""
         alpha, n_sub = self.alpha, self.config.substeps
         rk4 = self.config.integrator is Integrator.RK4
-        a_t = a.T
+        a_t, b_t = a.T.contiguous(), b.T.contiguous()  # (R, D): fast matmul layouts forward and backward
+        if latent and not rk4 and n_sub == 1:
+            return self._euler_latent(state, drive, c, a_t, b_t)
 
         def activity(s: torch.Tensor) -> torch.Tensor:
-            return torch.tanh(s @ a_t) if latent else torch.tanh(s)
+            return fast_tanh(s @ a_t) if latent else fast_tanh(s)
 
         def rhs(s: torch.Tensor, phi: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-            rec = c * (phi @ b)
+            rec = c * F.linear(phi, b_t)
             return (rec if latent else rec @ a_t) + u - s
 
+        drives = drive.unbind(1)
         states, phis = [state], []
         for t in range(self.n_time):
             phi = activity(state)
             phis.append(phi)
             if t == self.n_time - 1:
                 break
-            u = drive[:, t]
+            u = drives[t]
             for sub in range(n_sub):
                 p = phi if sub == 0 else activity(state)
                 if not rk4:
@@ -251,14 +298,31 @@ class LtrRNN(nn.Module):
                 k4 = rhs(s4, activity(s4), u)
                 state = state + (alpha / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
             states.append(state)
-        return torch.stack(states, dim=1), torch.stack(phis, dim=1)
+        return torch.stack(states), torch.stack(phis)
 
-    def _readout(self, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _euler_latent(
+        self, state: torch.Tensor, drive: torch.Tensor, c: torch.Tensor, a_t: torch.Tensor, b_t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hot path: κ ← (1 − α) κ + α u_t + (α c) ⊙ (Bᵀ tanh(A κ)), seven small ops per step."""
+        alpha = self.alpha
+        decay = 1.0 - alpha
+        scaled_c = alpha * c
+        drives = (alpha * drive).unbind(1)
+        states, phis = [state], []
+        for t in range(self.n_time):
+            phi = fast_tanh(state @ a_t)
+            phis.append(phi)
+            if t == self.n_time - 1:
+                break
+            state = torch.addcmul(torch.add(drives[t], state, alpha=decay), F.linear(phi, b_t), scaled_c)
+            states.append(state)
+        return torch.stack(states), torch.stack(phis)
+
+    def _readout(self, phi: torch.Tensor) -> torch.Tensor:
+        """Decoder on all bins at once: one ``(T*K, D) @ (D, N)`` product (scale folded in)."""
         weight = self.decoder_weight() * self.decoder_scale[:, None]
-        k, t, d = phi.shape
-        eta = torch.addmm(self.decoder_offset, phi.reshape(k * t, d), weight.T).reshape(k, t, -1)
-        mean = F.softplus(eta) if self.config.likelihood is Likelihood.POISSON else eta
-        return eta, mean
+        t, k, d = phi.shape
+        return torch.addmm(self.decoder_offset, phi.reshape(t * k, d), weight.T).reshape(t, k, -1)
 
     def forward(self, trials: torch.Tensor | None = None) -> ModelOutput:
         """Simulate trials (all when None) and read out the expected data.
@@ -276,12 +340,15 @@ class LtrRNN(nn.Module):
         drive = self._drive(inputs, cond, self.input_map_raw, self.bias_raw)
         state0 = self._initial(self.init_raw, cond)
         states, phi = self._integrate(state0, drive, c, a, b, latent=self.config.latent_inputs)
-        if self.config.latent_inputs:
-            latents = states
-        else:
-            latents = states @ torch.linalg.pinv(a).T
-        eta, mean = self._readout(phi)
-        return ModelOutput(eta=eta, mean=mean, latents=latents, phi=phi, inputs=inputs)
+        latents = states if self.config.latent_inputs else states @ torch.linalg.pinv(a).T
+        eta = self._readout(phi)
+        return ModelOutput(
+            eta_tm=eta,
+            latents_tm=latents,
+            phi_tm=phi,
+            inputs=inputs,
+            likelihood=self.config.likelihood,  # type: ignore[arg-type]
+        )
 
     def simulate_full(self, trials: torch.Tensor | None = None) -> torch.Tensor:
         """States x ``(trial, time, rnn_unit)`` from the general D-dim recurrence
@@ -298,4 +365,4 @@ class LtrRNN(nn.Module):
         drive = self._drive(self.inputs(), cond, eff["input_map"], eff["bias"])
         state0 = self._initial(eff["initial_states"], cond)
         states, _ = self._integrate(state0, drive, c, a, b, latent=False)
-        return states
+        return states.transpose(0, 1)

@@ -1,0 +1,449 @@
+"""Properties of nwb_ltr.fitting.fit on tiny synthetic data (planted low-tensor-rank RNNs)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from scipy.optimize import linear_sum_assignment
+
+from nwb_ltr.config import FitConfig, InitialState, InputKind, Integrator, Likelihood, ModelConfig, from_dict
+from nwb_ltr.errors import ConfigError, ConfigTypeError, FitError
+from nwb_ltr.fitting import DataError, DataTypeError, fit, make_masks, predict_trial_factors
+from nwb_ltr.fitting import _loop, _metrics
+from nwb_ltr.model import LtrRNN, resimulate
+
+TINY = dict(rank=2, rnn_dim=12, device="cpu", block_half_widths=(2, 2, 0))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The shared 2-core CI machine makes 2-thread OpenMP very slow for tiny tensors."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def planted(
+    *,
+    K: int = 40,
+    T: int = 16,
+    N: int = 10,
+    D: int = 12,
+    rank: int = 2,
+    seed: int = 0,
+    likelihood: str = "gaussian",
+    noise: float = 0.3,
+) -> tuple[xr.DataArray, np.ndarray]:
+    """Sample data from an LtrRNN with smooth planted trial factors; return (data, factors)."""
+    cfg = ModelConfig(rank=rank, rnn_dim=D, likelihood=Likelihood(likelihood), bin_size=0.02, n_input_basis=4)
+    cond = torch.arange(K) % 4
+    times = (np.arange(T) - 6) * 0.02 + 0.01
+    model = LtrRNN(
+        n_units=N,
+        n_time=T,
+        condition_index=cond,
+        n_conditions=4,
+        input_active=torch.as_tensor(times < 0),
+        config=cfg,
+        gp_cholesky=None,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    k = np.arange(K) / K
+    c = np.stack(
+        [2.0 + 1.0 * np.sin(2 * np.pi * k), -1.5 + 2.0 * k, 1.0 + 0.5 * np.cos(3 * np.pi * k)][:rank], 1
+    )
+    with torch.no_grad():
+        model.factor_mean.zero_()
+        model.factor_z.copy_(torch.as_tensor(c, dtype=torch.float32))
+        model.inputs.weight.mul_(2.0)
+        model.decoder_offset.fill_(0.0 if likelihood == "gaussian" else 0.5)
+        model.decoder_scale.fill_(3.0 if likelihood == "gaussian" else 8.0)
+        mean = model().mean.double().numpy()
+    rng = np.random.default_rng(seed)
+    y = rng.normal(mean, noise) if likelihood == "gaussian" else rng.poisson(mean).astype(float)
+    idx = np.arange(K)
+    data = xr.DataArray(
+        y,
+        dims=("trial", "time", "unit"),
+        coords={
+            "trial": idx + 100,
+            "time": times,
+            "unit": np.arange(N) + 7,
+            "condition": ("trial", np.array(["left", "up", "right", "down"])[cond.numpy()]),
+            "epoch": ("trial", np.repeat(["BL", "AD"], K // 2)),
+            "trial_index": ("trial", idx),
+        },
+        attrs={"bin_size": 0.02, "transform": "counts" if likelihood == "poisson" else "zscore"},
+    )
+    return data, c
+
+
+def same_fit(a, b) -> None:
+    np.testing.assert_array_equal(a.trial_factors.values, b.trial_factors.values)
+    np.testing.assert_array_equal(a.column_factors.values, b.column_factors.values)
+    np.testing.assert_array_equal(a.reconstruction.values, b.reconstruction.values)
+    cols = ["iteration", "objective", "train_loss"]
+    np.testing.assert_array_equal(a.history[cols].values, b.history[cols].values)
+
+
+@pytest.fixture(scope="module")
+def gaussian_fit():
+    torch.set_num_threads(1)
+    data, _ = planted()
+    return data, fit(data, max_iters=40, **TINY)
+
+
+def test_result_is_fully_populated(gaussian_fit):
+    data, r = gaussian_fit
+    assert r.trial_factors.dims == ("trial", "rank") and r.trial_factors.shape == (40, 2)
+    assert list(r.trial_factors.coords["trial"].values) == list(data.coords["trial"].values)
+    assert set(r.trial_factors.coords) >= {"condition", "epoch", "trial_index"}
+    assert r.column_factors.dims == ("rnn_unit", "rank") and r.row_factors.dims == ("rnn_unit", "rank")
+    np.testing.assert_allclose(np.linalg.norm(r.column_factors.values, axis=0), 1.0, atol=1e-6)
+    assert r.inputs.dims == ("condition", "time", "input")
+    assert list(r.inputs.coords["condition"].values) == ["down", "left", "right", "up"]
+    assert r.initial_states.dims == ("condition", "rnn_unit")
+    assert r.latents.dims == ("trial", "time", "rank")
+    assert r.reconstruction.dims == ("trial", "time", "unit") and r.reconstruction.shape == data.shape
+    assert r.masks.dtype == np.int8 and set(np.unique(r.masks.values)) <= {-1, 0, 1, 2}
+    assert list(r.history.columns) == ["iteration", "objective", "train_loss", "val_loss", "lr", "seconds"]
+    for key in (
+        "train_loss",
+        "val_loss",
+        "test_loss",
+        "test_r2",
+        "n_iters",
+        "best_iter",
+        "stopped_reason",
+        "seconds",
+    ):
+        assert key in r.metrics
+    assert r.metrics["r2_variant"] == _metrics.R2_VARIANT and r.metrics["n_iters"] == 40
+    assert from_dict(ModelConfig, r.config["model"]).likelihood is Likelihood.GAUSSIAN
+    assert from_dict(FitConfig, r.config["fit"]).max_iters == 40
+    assert r.provenance["seed"] == 0 and r.provenance["data_attrs"]["bin_size"] == 0.02
+    assert {"torch_version", "numpy_version", "nwb_ltr_version", "device", "dtype"} <= set(r.provenance)
+    np.testing.assert_allclose(
+        r.weights(100), (r.column_factors.values * r.trial_factors.values[0]) @ r.row_factors.values.T
+    )
+
+
+def test_same_seed_gives_identical_fit(gaussian_fit):
+    data, r = gaussian_fit
+    same_fit(r, fit(data, max_iters=40, **TINY))
+
+
+def test_objective_decreases(gaussian_fit):
+    _, r = gaussian_fit
+    obj = r.history["objective"].values
+    assert obj[-1] < 0.8 * obj[0]
+    assert np.all(np.isfinite(obj))
+
+
+def test_entries_outside_the_training_mask_have_no_influence(gaussian_fit):
+    data, _ = gaussian_fit
+    # without validation blocks nothing but the training entries may matter (validation entries
+    # legitimately choose the returned iteration, so they are tested separately below)
+    base = fit(data, max_iters=15, val_fraction=0.0, **TINY)
+    corrupted = data.copy()
+    corrupted.values[base.masks.values != 0] = 999.0
+    corrupted.values[tuple(np.argwhere(base.masks.values != 0)[0])] = (
+        np.nan
+    )  # missing there: no effect either
+    same_fit(base, fit(corrupted, max_iters=15, val_fraction=0.0, masks=base.masks, **TINY))
+    with_val = fit(data, max_iters=15, **TINY)
+    corrupted = data.copy()
+    corrupted.values[with_val.masks.values == 2] = 999.0
+    corrupted.values[with_val.masks.values == -1] = -999.0
+    same_fit(with_val, fit(corrupted, max_iters=15, masks=with_val.masks, **TINY))
+
+
+def test_resimulate_reproduces_the_reconstruction(gaussian_fit):
+    _, r = gaussian_fit
+    again = resimulate(r)
+    rel = np.abs(again - r.reconstruction.values).max() / np.abs(r.reconstruction.values).max()
+    assert rel < 1e-5
+    model = LtrRNN.from_result(r)
+    np.testing.assert_allclose(model.trial_factors().detach().numpy(), r.trial_factors.values, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"likelihood": "poisson", "initial_state": "per_condition", "input_kind": "free"},
+        {
+            "latent_inputs": False,
+            "decoder": "linear",
+            "integrator": "rk4",
+            "substeps": 2,
+            "input_window": "all",
+        },
+    ],
+)
+def test_resimulate_reproduces_other_variants(options):
+    data, _ = planted(likelihood=options.get("likelihood", "gaussian"))
+    r = fit(data, max_iters=5, **TINY, **options)
+    again = resimulate(r)
+    rel = np.abs(again - r.reconstruction.values).max() / np.abs(r.reconstruction.values).max()
+    assert rel < 1e-5
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "gaussian"])
+def test_both_likelihoods_fit_held_out_blocks(likelihood):
+    data, _ = planted(likelihood=likelihood, K=48)
+    r = fit(data, max_iters=300, **TINY)
+    assert r.metrics["likelihood"] == likelihood
+    assert r.metrics["test_r2"] > (0.2 if likelihood == "gaussian" else 0.05)
+    if likelihood == "poisson":
+        assert r.metrics["test_bits_per_spike"] > 0.05
+        assert np.all(r.reconstruction.values > 0)
+
+
+def _match(truth: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    corr = np.abs(np.corrcoef(truth.T, fitted.T)[: truth.shape[1], truth.shape[1] :])
+    rows, cols = linear_sum_assignment(-corr)
+    return corr[rows, cols]
+
+
+@pytest.mark.slow
+def test_planted_rank2_trial_factors_are_recovered():
+    data, truth = planted(K=80, T=25, N=20, D=20)
+    r = fit(data, rank=2, rnn_dim=20, max_iters=500, device="cpu", block_half_widths=(2, 2, 0))
+    assert np.all(_match(truth, r.trial_factors.values) >= 0.9)
+
+
+@pytest.mark.slow
+def test_gp_prior_predicts_held_out_trials_only_when_trials_are_in_order():
+    """Whole trials are test blocks: their factors come from the GP prior alone.  With the true
+    trial order the prior interpolates them; with shuffled trial indices it cannot."""
+    losses = {"ordered": [], "shuffled": []}
+    for seed in (0, 1):
+        data, _ = planted(K=60, T=16, N=10, seed=seed, noise=0.2)
+        codes = np.zeros(data.shape, dtype=np.int8)
+        codes[1::4] = 2
+        codes[3::8, :, ::3] = 1
+        masks = xr.DataArray(codes, dims=data.dims)
+        shuffled = data.assign_coords(trial_index=("trial", np.random.default_rng(seed).permutation(60)))
+        for name, d in (("ordered", data), ("shuffled", shuffled)):
+            r = fit(d, masks=masks, max_iters=300, seed=seed, gp_length=5.0, **TINY)
+            losses[name].append(r.metrics["test_loss"])
+    assert np.mean(losses["shuffled"]) > 1.2 * np.mean(losses["ordered"])
+
+
+def test_checkpoint_then_resume_equals_uninterrupted(tmp_path, gaussian_fit):
+    data, _ = gaussian_fit
+    opts = dict(patience=None, trial_dropout=0.2, checkpoint_every=5, **TINY)
+    full = fit(data, max_iters=20, **opts)
+    first = fit(data, max_iters=10, checkpoint_dir=tmp_path, **opts)
+    assert first.metrics["n_iters"] == 10 and (tmp_path / "checkpoint.pt").exists()
+    assert not list(tmp_path.glob("*.tmp"))
+    resumed = fit(data, max_iters=20, checkpoint_dir=tmp_path, resume=True, **opts)
+    same_fit(full, resumed)
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(f"checkpoint {tmp_path / 'checkpoint.pt'} was written for a different fit"),
+    ):
+        fit(data, max_iters=20, checkpoint_dir=tmp_path, resume=True, seed=3, **opts)
+
+
+def test_non_finite_loss_rolls_back_and_halves_the_learning_rate(monkeypatch, gaussian_fit):
+    data, _ = gaussian_fit
+    real = _metrics.masked_nll
+    calls = {"n": 0}
+
+    def flaky(eta, y, w, likelihood):
+        calls["n"] += 1
+        value = real(eta, y, w, likelihood)
+        return value * float("nan") if calls["n"] == 6 else value
+
+    monkeypatch.setattr(_loop._metrics, "masked_nll", flaky)
+    r = fit(data, max_iters=12, eval_every=100, **TINY)
+    assert r.metrics["n_rollbacks"] == 1
+    lr = r.history["lr"].values
+    assert lr[0] == 0.02 and lr[-1] == 0.01
+    assert np.all(np.isfinite(r.trial_factors.values)) and len(r.history) == 12
+
+
+def test_persistent_non_finite_loss_raises_fit_error(monkeypatch, gaussian_fit):
+    data, _ = gaussian_fit
+    real = _metrics.masked_nll
+    calls = {"n": 0}
+
+    def broken(eta, y, w, likelihood):
+        calls["n"] += 1
+        value = real(eta, y, w, likelihood)
+        return value * float("inf") if calls["n"] > 3 else value
+
+    monkeypatch.setattr(_loop._metrics, "masked_nll", broken)
+    msg = "fit diverged: non-finite loss at iteration 2 after 2 roll-backs with halved learning rate; lower lr or check the data"
+    with pytest.raises(FitError, match=re.escape(msg)):
+        fit(data, max_iters=12, max_nan_retries=2, eval_every=100, **TINY)
+
+
+def test_fused_masked_nll_matches_autograd_reference():
+    g = torch.Generator().manual_seed(0)
+    eta = torch.randn(5, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.poisson(torch.full((5, 6, 7), 1.5, dtype=torch.float64), generator=g)
+    w = (torch.rand(5, 6, 7, generator=g) > 0.3).double()
+    for lik in Likelihood:
+        mean = torch.nn.functional.softplus(eta) if lik is Likelihood.POISSON else eta
+        ref = (_metrics.elementwise_nll(mean, y, lik) * w).sum()
+        got = _metrics.masked_nll(eta, y, w, lik)
+        (g_ref,) = torch.autograd.grad(ref, eta)
+        (g_got,) = torch.autograd.grad(got, eta)
+        np.testing.assert_allclose(got.item(), ref.item(), rtol=1e-12)
+        np.testing.assert_allclose(g_got.numpy(), g_ref.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_masks_blocks_buffers_and_folds():
+    data = xr.DataArray(np.ones((60, 30, 8)), dims=("trial", "time", "unit"))
+    data.values[0, 0, 0] = np.nan
+    folds = [make_masks(data, seed=1, fold=f).values for f in range(3)]
+    for codes in folds:
+        assert codes[0, 0, 0] == -1
+        assert abs((codes == 2).mean() - 0.2) < 0.05 and abs((codes == 1).mean() - 0.1) < 0.04
+        # no training entry is a time- or trial-neighbour of a test entry (the buffer separates them)
+        test = codes == 2
+        for axis in (0, 1):
+            for shift in (1, -1):
+                assert not np.any(
+                    np.roll(test, shift, axis=axis) & (codes == 0) & _not_wrapped(codes.shape, axis, shift)
+                )
+    assert not np.any((folds[0] == 2) & (folds[1] == 2))
+    np.testing.assert_array_equal(make_masks(data, seed=1, fold=2).values, folds[2])
+
+
+def _not_wrapped(shape, axis, shift):
+    ok = np.ones(shape, dtype=bool)
+    idx = [slice(None)] * 3
+    idx[axis] = 0 if shift == 1 else -1
+    ok[tuple(idx)] = False
+    return ok
+
+
+def test_predict_trial_factors_from_the_gp_posterior(gaussian_fit):
+    _, r = gaussian_fit
+    pred = predict_trial_factors(r, [10.5, 11.5])
+    assert pred.dims == ("trial", "rank") and pred.shape == (2, 2)
+    c = r.trial_factors.values
+    assert np.all(np.abs(pred.values[0] - (c[10] + c[11]) / 2) < np.abs(c).max())
+
+
+def test_compare_is_invariant_to_permutation_and_sign(gaussian_fit):
+    _, r = gaussian_fit
+    other = type(r)(**{**r.__dict__})
+    other.trial_factors = -r.trial_factors[:, ::-1]
+    other.column_factors = -r.column_factors[:, ::-1]
+    other.row_factors = r.row_factors[:, ::-1]
+    cmp = r.compare(other)
+    assert cmp["permutation"] == [1, 0] and cmp["signs"] == [-1.0, -1.0]
+    assert cmp["score"] == pytest.approx(1.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fit_runs_and_matches_cpu_closely(gaussian_fit):
+    data, _ = gaussian_fit
+    opts = {**TINY, "device": "cuda"}
+    r = fit(data, max_iters=40, **opts)
+    assert r.provenance["device"].startswith("cuda")
+    cpu = fit(data, max_iters=40, **TINY)
+    np.testing.assert_allclose(
+        r.history["objective"].values[:5], cpu.history["objective"].values[:5], rtol=1e-3
+    )
+    assert (
+        np.abs(resimulate(r) - r.reconstruction.values).max() / np.abs(r.reconstruction.values).max() < 1e-5
+    )
+
+
+def _data(values=None, dims=("trial", "time", "unit"), **attrs):
+    values = np.ones((6, 4, 3)) if values is None else values
+    return xr.DataArray(values, dims=dims, attrs={"bin_size": 0.02, "transform": "counts", **attrs})
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "exc", "msg"),
+    [
+        (_data(), {"rank": 0}, ConfigError, "rank must be a positive integer, got 0"),
+        (
+            _data(),
+            {"rank": 3, "rnn_dim": 2},
+            ConfigError,
+            "rnn_dim (2) must be at least rank (3); increase rnn_dim or lower rank",
+        ),
+        (
+            _data(),
+            {"rank": 7, "rnn_dim": 10},
+            DataError,
+            "data has 6 trials, fewer than rank (7); lower rank or add trials",
+        ),
+        (_data(), {"rank": "3"}, ConfigTypeError, "config key 'rank' must be an integer, got str"),
+        (
+            _data(),
+            {"learning_rate": 0.1},
+            ConfigError,
+            "unknown option 'learning_rate' for fit; valid options: ",
+        ),
+        (_data(), {"lr": -1.0}, ConfigError, "lr must be positive, got -1.0"),
+        (_data(), {"device": "tpu"}, ConfigError, "device must be 'auto', 'cpu' or 'cuda[:N]', got 'tpu'"),
+        (_data(), {"resume": True}, ConfigError, "resume=True needs a checkpoint_dir to resume from"),
+        (
+            _data(),
+            {"integrator": "midpoint"},
+            ConfigError,
+            "config key 'integrator' must be one of euler, rk4, got 'midpoint'",
+        ),
+        (
+            np.ones((6, 4, 3)),
+            {},
+            DataTypeError,
+            "data must be an xarray.DataArray with dims ('trial', 'time', 'unit'), got ndarray",
+        ),
+        (
+            _data(dims=("trial", "bin", "unit")),
+            {},
+            DataError,
+            "data must have dims ('trial', 'time', 'unit'), got ('trial', 'bin', 'unit')",
+        ),
+        (
+            _data(np.full((6, 4, 3), np.inf)),
+            {},
+            DataError,
+            "data contains 72 infinite entries; mark missing entries with NaN instead",
+        ),
+        (_data(np.full((6, 4, 3), np.nan)), {}, DataError, "data has no finite entries to fit"),
+        (
+            _data(-np.ones((6, 4, 3))),
+            {},
+            DataError,
+            "poisson likelihood needs non-negative counts, found 72 negative entries; use likelihood='gaussian' for rates or z-scores",
+        ),
+        (_data(), {"seed": 1.5}, ConfigTypeError, "seed must be an integer, got float"),
+    ],
+)
+def test_bad_arguments_give_one_line_messages(data, kwargs, exc, msg):
+    kwargs = {"rank": 2, "rnn_dim": 4, "device": "cpu", **kwargs}
+    with pytest.raises(exc, match="^" + re.escape(msg)):
+        fit(data, **kwargs)
+
+
+def test_missing_entries_are_masked_not_fitted(gaussian_fit):
+    data, _ = gaussian_fit
+    holey = data.copy()
+    holey.values[0, :3, :] = np.nan
+    r = fit(holey, max_iters=3, **TINY)
+    assert np.all(r.masks.values[0, :3, :] == -1)
+    assert np.all(np.isfinite(r.reconstruction.values))
+
+
+def test_unused_enum_choices_are_accepted_by_name():
+    cfg = from_dict(
+        ModelConfig, {"input_kind": "free", "initial_state": "per_condition", "integrator": "rk4"}
+    )
+    assert cfg.input_kind is InputKind.FREE and cfg.initial_state is InitialState.PER_CONDITION
+    assert cfg.integrator is Integrator.RK4
