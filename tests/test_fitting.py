@@ -12,8 +12,7 @@ from scipy.optimize import linear_sum_assignment
 
 from nwb_ltr.config import FitConfig, InitialState, InputKind, Integrator, Likelihood, ModelConfig, from_dict
 from nwb_ltr.errors import ConfigError, ConfigTypeError, FitError
-from nwb_ltr.fitting import DataError, DataTypeError, fit, make_masks, predict_trial_factors
-from nwb_ltr.fitting import _loop, _metrics
+from nwb_ltr.fitting import DataError, DataTypeError, _loop, _metrics, fit, make_masks, predict_trial_factors
 from nwb_ltr.model import LtrRNN, resimulate
 
 TINY = dict(rank=2, rnn_dim=12, device="cpu", block_half_widths=(2, 2, 0))

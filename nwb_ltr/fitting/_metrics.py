@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from scipy.special import xlogy
+from torch.nn import functional as F
 
 from nwb_ltr.config import Likelihood
 from nwb_ltr.fitting._masks import TEST, TRAIN, VAL
