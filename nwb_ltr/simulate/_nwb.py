@@ -104,7 +104,9 @@ def build_nwbfile(content: SessionContent) -> NWBFile:
             nwbfile.add_epoch(
                 start_time=start_time[idx[0]], stop_time=stop_time[idx[-1]], tags=[name], block=name
             )
-    nwbfile.units = Units(name="units", description="Simulated single units (Poisson spike trains).")
+    nwbfile.units = Units(
+        name="units", description="Simulated single units (Poisson spike trains).", resolution=1e-6
+    )
     nwbfile.add_unit_column(name="location", description="Simulated recording area.")
     for n, times in enumerate(content.spike_times):
         nwbfile.add_unit(id=n, spike_times=times, location="M1/PMd (simulated)")

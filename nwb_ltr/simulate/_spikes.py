@@ -57,7 +57,8 @@ def sample_spikes(
 
     Bin ``t`` of trial ``k`` covers ``[(s_k + t) dt, (s_k + t + 1) dt)`` with ``s_k = start_steps[k]``.
     Each spike is placed uniformly inside its bin, kept 0.1 % of a bin away from the edges so that
-    re-binning the spike times on the grid gives back exactly the sampled counts.
+    re-binning the spike times on the grid gives back exactly the sampled counts.  Times are
+    rounded to the microsecond (the ``resolution`` written to the Units table).
 
     Returns
     -------
@@ -71,7 +72,7 @@ def sample_spikes(
     reps = per_unit[unit, trial, step]
     unit = np.repeat(unit, reps)
     grid = np.repeat(start_steps[trial] + step, reps).astype(np.float64)
-    times = (grid + 0.001 + 0.998 * rng.random(grid.size)) * dt
+    times = np.round((grid + 0.001 + 0.998 * rng.random(grid.size)) * dt, 6)  # 1 us resolution
     order = np.lexsort((times, unit))
     times, unit = times[order], unit[order]
     bounds = np.searchsorted(unit, np.arange(n_units + 1))

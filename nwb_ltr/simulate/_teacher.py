@@ -9,6 +9,8 @@ learning by gradient descent, the setting in which low-tensor-rank dynamics are 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,6 +164,21 @@ class _Teacher:
         return history
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one thread, then restore the caller's setting.
+
+    The teacher's matrices are tiny (150 x 150): extra threads buy nothing, and on a shared machine
+    their spin-waits made generation 10-20x slower.  One thread also fixes the summation order.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_teacher(
     cfg: TeacherConfig,
     timing: TrialTiming,
@@ -178,6 +195,17 @@ def run_teacher(
     target_id : (K,) target of each trial.
     rng : the session's random generator (all randomness comes from it).
     """
+    with _one_thread():
+        return _run_teacher(cfg, timing, block, target_id, rng)
+
+
+def _run_teacher(
+    cfg: TeacherConfig,
+    timing: TrialTiming,
+    block: np.ndarray,
+    target_id: np.ndarray,
+    rng: np.random.Generator,
+) -> TeacherRun:
     teacher = _Teacher(cfg, timing, rng)
     history = teacher.pretrain(rng)
     n_trials, d = len(block), cfg.teacher_units
