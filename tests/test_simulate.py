@@ -75,7 +75,7 @@ def test_written_file_reads_back_with_all_parts(mode: str, request: pytest.Fixtu
         epochs = nwb.epochs.to_dataframe()
         assert [list(t) for t in epochs["tags"]] == [["BL"], ["AD"], ["WO"]]
         assert list(epochs["block"]) == ["BL", "AD", "WO"]
-        for name, row in epochs.iterrows():
+        for _, row in epochs.iterrows():
             inside = trials[(trials.start_time >= row.start_time) & (trials.stop_time <= row.stop_time)]
             assert set(inside["block"]) == {row.block}
         assert len(nwb.units) == session.truth.rates.shape[-1]

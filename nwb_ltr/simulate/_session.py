@@ -132,7 +132,7 @@ def _check_args(
         if key in other:
             kind = "teacher sessions (planted_rank=None)" if planted_rank is not None else "planted sessions"
             raise ConfigError(f"option {key!r} applies only to {kind}; remove it")
-        if key not in own:
+        if key not in own and key != "overwrite":
             valid = ", ".join(sorted(own | {"overwrite"}))
             raise ConfigError(f"unknown option {key!r}; valid options: {valid}")
     mode_options = {k: v for k, v in options.items() if k != "overwrite"}
