@@ -303,3 +303,11 @@ def test_existing_file_kept_without_overwrite(tmp_path: Path) -> None:
     assert path.read_bytes() == b"keep me"
     session = simulate_session(path, planted_rank=1, n_trials=(2, 2, 2), n_units=3)
     assert session.path == path and path.stat().st_size > 1000
+
+
+def test_docstring_example_runs() -> None:
+    import doctest
+
+    import nwb_ltr.simulate._session as module
+
+    assert doctest.testmod(module, raise_on_error=False).failed == 0

@@ -179,8 +179,10 @@ def simulate_session(
 
     Examples
     --------
-    >>> session = simulate_session(n_trials=(8, 16, 16), n_units=10, pretrain_steps=20)
-    >>> list(session.nwbfile.trials.colnames)[:3]
+    >>> session = simulate_session(planted_rank=2, n_trials=(8, 16, 16), n_units=10, seed=1)
+    >>> session.truth.c.shape
+    (40, 2)
+    >>> list(session.nwbfile.trials.colnames)[2:5]
     ['target_on_time', 'go_cue_time', 'target_id']
     """
     trials, mode_options, io_options = _check_args(planted_rank, n_trials, n_units, seed, options)
