@@ -15,7 +15,7 @@ import xarray as xr
 
 from nwb_ltr import dims
 from nwb_ltr.config import DType, FitConfig, InputWindow, Likelihood, ModelConfig, to_dict
-from nwb_ltr.errors import ConfigError, ConfigTypeError
+from nwb_ltr.errors import ConfigError, ConfigTypeError, FitError
 from nwb_ltr.fitting._loop import Trainer
 from nwb_ltr.fitting._masks import make_masks
 from nwb_ltr.fitting._metrics import R2_VARIANT, held_out_metrics
@@ -228,6 +228,10 @@ def fit(
         device=dev,
         dtype=dtype,
     )
+    if not (
+        np.isfinite(result.trial_factors.values).all() and np.isfinite(result.reconstruction.values).all()
+    ):
+        raise FitError("fit produced non-finite factors or reconstruction; lower lr or check the data")
     metrics: dict[str, Any] = held_out_metrics(
         prep.values, result.reconstruction.values, codes, model_cfg.likelihood
     )  # type: ignore[arg-type]
