@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,3 +296,201 @@ def test_summary_stability_uses_non_best_seeds(tiny: xr.DataArray) -> None:
     assert res.summary_table.stability.iloc[0] == pytest.approx(others.mean())
     assert summarize(table).equals(summarize(table))
     assert math.isfinite(res.summary_table.stability.iloc[0])
+
+
+# ------------------------------------------------------------------------------------------
+# real fits on a planted-rank session
+
+
+@pytest.fixture(scope="module")
+def planted() -> xr.DataArray:
+    from nwb_ltr.align import align_trials
+    from nwb_ltr.simulate import simulate_session
+
+    session = simulate_session(planted_rank=3, n_trials=(10, 20, 20), n_units=12, seed=0)
+    return align_trials(
+        session.nwbfile, "go_cue_time", (-0.6, 0.6), 0.04, condition="target_id", epoch="block"
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Dask: a real scheduler and two workers on 127.0.0.1
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Address of a ``dask scheduler`` with two ``dask worker`` processes (torn down afterwards)."""
+    pytest.importorskip("distributed")
+    folder = tmp_path_factory.mktemp("dask")
+    scheduler_file = folder / "scheduler.json"
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> None:
+        log = (folder / f"{len(procs)}.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=folder,
+                start_new_session=True,
+            )
+        )
+
+    try:
+        start(
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(scheduler_file),
+        )
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists():
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                pytest.fail(f"dask scheduler did not start: {(folder / '0.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        for _ in range(2):
+            start(
+                "distributed.cli.dask_worker",
+                "--scheduler-file",
+                str(scheduler_file),
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+                "--host",
+                "127.0.0.1",
+                "--no-nanny",
+                "--memory-limit",
+                "0",
+            )
+        address = json.loads(scheduler_file.read_text())["address"]
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def test_dask_sweep_equals_local(planted: xr.DataArray, dask_cluster: str) -> None:
+    kwargs = dict(ranks=[1, 2], rnn_dims=[12], seeds=[0, 1], folds=2, max_iters=15, device="cpu", refit=False)
+    local = select(planted, workers=2, **kwargs)
+    remote = select(planted, client=dask_cluster, **kwargs)
+    assert (remote.table.status == "ok").all()
+    cols = ["train_loss", "val_loss", "test_loss", "test_r2", "test_bits_per_spike", "stability"]
+    np.testing.assert_allclose(remote.table[cols].to_numpy(), local.table[cols].to_numpy(), rtol=1e-6, atol=0)
+    pd.testing.assert_frame_equal(
+        remote.table.drop(columns=[*cols, "seconds"]), local.table.drop(columns=[*cols, "seconds"])
+    )
+    bitwise = (remote.table[cols].to_numpy() == local.table[cols].to_numpy()).all()
+    print(f"dask vs local bitwise identical: {bitwise}")
+
+
+# ------------------------------------------------------------------------------------------
+# pipeline / CLI: open → align → select → write
+
+
+@pytest.fixture(scope="module")
+def planted_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nwb_ltr.simulate import simulate_session
+
+    path = tmp_path_factory.mktemp("session") / "planted.nwb"
+    simulate_session(path, planted_rank=2, n_trials=(6, 10, 10), n_units=8, seed=1)
+    return path
+
+
+def test_cli_select_writes_results_and_resumes(
+    planted_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nwb_ltr.cli import main
+    from nwb_ltr.nwb_io import list_results, read_results, read_selection
+
+    out = tmp_path / "sel.nwb"
+    argv = [
+        "select",
+        str(planted_file),
+        "--ranks",
+        "1-2",
+        "--rnn-dims",
+        "8",
+        "--seeds",
+        "2",
+        "--folds",
+        "2",
+        "--max-iters",
+        "8",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--save-all",
+        "--align-to",
+        "go_cue_time",
+        "--window",
+        "-0.4",
+        "0.4",
+        "--bin-size",
+        "0.04",
+        "-o",
+        str(out),
+    ]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "model selection: 8 candidates, 0 failed" in text and "<- selected" in text
+    figure = tmp_path / "sel_selection.png"
+    assert f"wrote {out}" in text and f"wrote {figure}" in text and figure.stat().st_size > 1000
+    sweep = tmp_path / ".sel.nwb.sweep"
+    assert len(list(sweep.glob("*.json"))) == 8 + 1
+
+    table = read_selection(out)
+    assert table is not None and len(table) == 8
+    assert set(table.columns) >= {
+        "rank",
+        "rnn_dim",
+        "seed",
+        "fold",
+        "status",
+        "test_loss",
+        "stability",
+        "selected",
+        "result_name",
+        "candidate",
+    }
+    assert set(table.loc[table.selected.astype(bool), "result_name"]) == {"ltr_selected"}
+    names = list_results(out)
+    assert "ltr_selected" in names and set(table.candidate) <= set(names)
+    chosen = read_results(out)  # the selected refit is found without a name
+    assert chosen.rank == int(table.loc[table.selected.astype(bool), "rank"].iloc[0])
+
+    # rerun: every candidate and the refit come from the sweep folder (same table, nothing refitted)
+    mtimes = {p: p.stat().st_mtime_ns for p in sweep.iterdir()}
+    assert main([*argv, "--force"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in sweep.iterdir()} == mtimes
+    again = read_selection(out)
+    pd.testing.assert_frame_equal(again.drop(columns=["seconds"]), table.drop(columns=["seconds"]))
+
+
+def test_cli_select_existing_output(
+    planted_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nwb_ltr.cli import main
+
+    out = tmp_path / "exists.nwb"
+    out.write_bytes(b"")
+    assert main(["select", str(planted_file), "--ranks", "1", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: output file already exists: {out}; pass --force (force=True) to replace it" in err

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,12 @@ logger = logging.getLogger(__name__)
 METRICS = ("train_loss", "val_loss", "test_loss", "test_r2", "test_bits_per_spike", "n_iters")
 
 Outcome = tuple[Candidate, dict[str, Any], Any]
+
+#: why a local worker pool usually breaks, and the fix
+BROKEN_POOL_HINT = (
+    "a worker process died: out of memory, or a script that starts worker processes lacks "
+    "'if __name__ == \"__main__\":'; fix that or pass workers=1"
+)
 
 
 @dataclass(frozen=True)
@@ -223,8 +230,11 @@ class ProcessBackend:
                 try:
                     record, fit = fut.result()
                 except Exception as exc:  # noqa: BLE001 - a worker process died (e.g. out of memory)
-                    logger.warning("candidate %s failed: worker error %s", cand.label(), _first_line(exc))
-                    record, fit = failed_record(cand, f"worker error: {_first_line(exc)}"), None
+                    error = f"worker error: {_first_line(exc)}"
+                    if isinstance(exc, BrokenProcessPool):
+                        error += f" ({BROKEN_POOL_HINT})"
+                    logger.warning("candidate %s failed: %s", cand.label(), error)
+                    record, fit = failed_record(cand, error), None
                 yield cand, record, fit
 
 
