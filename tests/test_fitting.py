@@ -252,15 +252,15 @@ def test_checkpoint_then_resume_equals_uninterrupted(tmp_path, gaussian_fit):
 
 def test_non_finite_loss_rolls_back_and_halves_the_learning_rate(monkeypatch, gaussian_fit):
     data, _ = gaussian_fit
-    real = _metrics.masked_nll
+    real = _metrics.decoder_nll
     calls = {"n": 0}
 
-    def flaky(eta, y, w, likelihood):
+    def flaky(*args, **kwargs):
         calls["n"] += 1
-        value = real(eta, y, w, likelihood)
-        return value * float("nan") if calls["n"] == 6 else value
+        value, val = real(*args, **kwargs)
+        return (value * float("nan") if calls["n"] == 6 else value), val
 
-    monkeypatch.setattr(_loop._metrics, "masked_nll", flaky)
+    monkeypatch.setattr(_loop._metrics, "decoder_nll", flaky)
     r = fit(data, max_iters=12, eval_every=100, **TINY)
     assert r.metrics["n_rollbacks"] == 1
     lr = r.history["lr"].values
@@ -270,33 +270,40 @@ def test_non_finite_loss_rolls_back_and_halves_the_learning_rate(monkeypatch, ga
 
 def test_persistent_non_finite_loss_raises_fit_error(monkeypatch, gaussian_fit):
     data, _ = gaussian_fit
-    real = _metrics.masked_nll
+    real = _metrics.decoder_nll
     calls = {"n": 0}
 
-    def broken(eta, y, w, likelihood):
+    def broken(*args, **kwargs):
         calls["n"] += 1
-        value = real(eta, y, w, likelihood)
-        return value * float("inf") if calls["n"] > 3 else value
+        value, val = real(*args, **kwargs)
+        return (value * float("inf") if calls["n"] > 3 else value), val
 
-    monkeypatch.setattr(_loop._metrics, "masked_nll", broken)
-    msg = "fit diverged: non-finite loss at iteration 2 after 2 roll-backs with halved learning rate; lower lr or check the data"
+    monkeypatch.setattr(_loop._metrics, "decoder_nll", broken)
+    msg = "fit diverged: non-finite loss at iteration 3 after 2 roll-backs with halved learning rate; lower lr or check the data"
     with pytest.raises(FitError, match=re.escape(msg)):
         fit(data, max_iters=12, max_nan_retries=2, eval_every=100, **TINY)
 
 
-def test_fused_masked_nll_matches_autograd_reference():
+@pytest.mark.parametrize("likelihood", list(Likelihood))
+def test_fused_decoder_nll_matches_autograd_reference(monkeypatch, likelihood):
+    monkeypatch.setattr(_metrics, "CHUNK_ELEMENTS", 20)  # several chunks, one partial
     g = torch.Generator().manual_seed(0)
-    eta = torch.randn(5, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    phi = torch.randn(5, 6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    offset = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
     y = torch.poisson(torch.full((5, 6, 7), 1.5, dtype=torch.float64), generator=g)
     w = (torch.rand(5, 6, 7, generator=g) > 0.3).double()
-    for lik in Likelihood:
-        mean = torch.nn.functional.softplus(eta) if lik is Likelihood.POISSON else eta
-        ref = (_metrics.elementwise_nll(mean, y, lik) * w).sum()
-        got = _metrics.masked_nll(eta, y, w, lik)
-        (g_ref,) = torch.autograd.grad(ref, eta)
-        (g_got,) = torch.autograd.grad(got, eta)
-        np.testing.assert_allclose(got.item(), ref.item(), rtol=1e-12)
-        np.testing.assert_allclose(g_got.numpy(), g_ref.numpy(), rtol=1e-10, atol=1e-12)
+    eta = phi @ weight.T + offset
+    mean = torch.nn.functional.softplus(eta) if likelihood is Likelihood.POISSON else eta
+    nll = _metrics.elementwise_nll(mean, y, likelihood)
+    ref, ref_val = (nll * w).sum(), (nll * (1 - w)).sum()
+    got, got_val = _metrics.decoder_nll(phi, weight, offset, y, w, likelihood, w_val=1 - w)
+    np.testing.assert_allclose([got.item(), got_val.item()], [ref.item(), ref_val.item()], rtol=1e-12)
+    for a, b in zip(
+        torch.autograd.grad(3 * got, (phi, weight, offset)),
+        torch.autograd.grad(3 * ref, (phi, weight, offset)),
+    ):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_masks_blocks_buffers_and_folds():

@@ -99,12 +99,23 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor, float | None]:
         """(objective, train NLL per entry, validation NLL per entry or None) at the current parameters."""
         model, cfg = self.model, self.config
-        out = model(trials)
+        out = model(trials, readout=False)
         y = self.y if trials is None else self.y[:, trials]
         w = self.train_w if trials is None else self.train_w[:, trials]
         if keep is not None:
             w = w * keep.to(w.dtype)[None, :, None]
-        train_nll = _metrics.masked_nll(out.eta_tm, y, w, self.likelihood) / w.sum().clamp_min(1.0)
+        want_val = with_val and trials is None
+        train_sum, val_sum = _metrics.decoder_nll(
+            out.phi_tm,
+            model.readout_weight(),
+            model.decoder_offset,
+            y,
+            w,
+            self.likelihood,
+            w_val=self.val_w if want_val else None,
+        )
+        partial = keep is not None or trials is not None
+        train_nll = train_sum / (w.sum().clamp_min(1.0) if partial else max(self.n_train, 1))
         obj = train_nll
         if cfg.activity_penalty:
             obj = obj + cfg.activity_penalty * out.latents_tm.pow(2).mean()
@@ -112,22 +123,17 @@ class Trainer:
             obj = obj + cfg.input_penalty * out.inputs.pow(2).sum() / self.n_input_entries
         if cfg.prior_weight and model.gp_cholesky is not None:
             obj = obj + cfg.prior_weight * 0.5 * model.factor_z.pow(2).sum() / max(self.n_train, 1)
-        val = None
-        if with_val and trials is None:
-            with torch.no_grad():
-                val = float(
-                    (
-                        _metrics.masked_nll(out.eta_tm.detach(), y, self.val_w, self.likelihood) / self.n_val
-                    ).item()
-                )
+        val = float(val_sum.item()) / self.n_val if want_val else None
         return obj, train_nll, val
 
     def _validation(self) -> float:
+        model = self.model
         with torch.no_grad():
-            out = self.model()
-            return float(
-                (_metrics.masked_nll(out.eta_tm, self.y, self.val_w, self.likelihood) / self.n_val).item()
+            out = model(readout=False)
+            val_sum, _ = _metrics.decoder_nll(
+                out.phi_tm, model.readout_weight(), model.decoder_offset, self.y, self.val_w, self.likelihood
             )
+            return float(val_sum.item()) / self.n_val
 
     # ------------------------------------------------------------------ state
     def _snapshot(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

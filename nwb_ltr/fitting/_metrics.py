@@ -28,42 +28,100 @@ def elementwise_nll(mean: torch.Tensor, y: torch.Tensor, likelihood: Likelihood)
     return 0.5 * (y - mean) ** 2
 
 
-class _MaskedNLL(torch.autograd.Function):
-    """Σ w ⊙ nll(eta, y) with a hand-written backward: a few in-place passes over the
-    ``(time, trial, unit)`` tensors instead of a dozen autograd nodes (the loss is memory-bound)."""
-
-    @staticmethod
-    def forward(ctx: Any, eta: torch.Tensor, y: torch.Tensor, w: torch.Tensor, poisson: bool) -> torch.Tensor:
-        ctx.poisson = poisson
-        if poisson:
-            lam = F.softplus(eta)
-            t = lam.clamp_min(1e-10).log_().mul_(y)
-            t = torch.sub(lam, t, out=t).mul_(w)
-            ctx.save_for_backward(eta, lam, y, w)
-            return t.sum()
-        d = eta - y
-        wd = d * w
-        ctx.save_for_backward(wd)
-        return 0.5 * (wd * d).sum()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        if ctx.poisson:
-            eta, lam, y, w = ctx.saved_tensors
-            r = torch.div(y, lam.clamp_min(1e-10)).neg_().add_(1.0)
-            r.mul_(torch.sigmoid(eta)).mul_(w).mul_(grad)
-            return r, None, None, None
-        (wd,) = ctx.saved_tensors
-        return wd * grad, None, None, None
+#: elements per chunk of the fused decoder + loss (intermediates stay in the CPU cache)
+CHUNK_ELEMENTS = 1 << 17
 
 
-def masked_nll(eta: torch.Tensor, y: torch.Tensor, w: torch.Tensor, likelihood: Likelihood) -> torch.Tensor:
-    """Sum over entries of ``w * nll`` where nll is :func:`elementwise_nll` of the mean link(eta).
+class _DecoderNLL(torch.autograd.Function):
+    """Decoder and masked NLL fused, chunk by chunk over the stacked bins.
 
-    Entries with ``w = 0`` have no influence at all on the value or the gradient (as long as ``y``
-    is finite there), which is what makes held-out entries truly held out.
+    Forward computes, per chunk of rows of ``phi`` (in cache), ``eta = phi Wᵀ + offset``, the
+    weighted NLL sums (training and, optionally, validation weights) and the gradient of the
+    training sum with respect to eta, which is kept; the backward is then two large matrix
+    products.  eta itself is never written to memory.
     """
-    return _MaskedNLL.apply(eta, y, w, likelihood is Likelihood.POISSON)
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        phi: torch.Tensor,
+        weight: torch.Tensor,
+        offset: torch.Tensor,
+        y: torch.Tensor,
+        w: torch.Tensor,
+        w_val: torch.Tensor | None,
+        poisson: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n_units = weight.shape[0]
+        phi2 = phi.reshape(-1, phi.shape[-1])
+        y2, w2 = y.reshape(-1, n_units), w.reshape(-1, n_units)
+        v2 = None if w_val is None else w_val.reshape(-1, n_units)
+        rows = phi2.shape[0]
+        step = max(1, CHUNK_ELEMENTS // max(n_units, 1))
+        w_t = weight.t()
+        deta = torch.empty(rows, n_units, dtype=phi.dtype, device=phi.device)
+        total = torch.zeros((), dtype=phi.dtype, device=phi.device)
+        val_total = torch.zeros((), dtype=phi.dtype, device=phi.device)
+        for s in range(0, rows, step):
+            e = torch.addmm(offset, phi2[s : s + step], w_t)
+            yy, ww, g = y2[s : s + step], w2[s : s + step], deta[s : s + step]
+            if poisson:
+                lam = F.softplus(e).clamp_min_(1e-10)
+                term = torch.log(lam).mul_(yy)
+                term = torch.sub(lam, term, out=term)
+                torch.div(yy, lam, out=g)
+                g.neg_().add_(1.0).mul_(torch.sigmoid(e)).mul_(ww)
+            else:
+                term = e.sub_(yy)
+                torch.mul(term, ww, out=g)
+                term = term.mul_(term).mul_(0.5)
+            total += torch.dot(term.reshape(-1), ww.reshape(-1))
+            if v2 is not None:
+                val_total += torch.dot(term.reshape(-1), v2[s : s + step].reshape(-1))
+        ctx.save_for_backward(phi2, weight, deta)
+        ctx.phi_shape = phi.shape
+        ctx.mark_non_differentiable(val_total)
+        return total, val_total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _grad_val: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        phi2, weight, deta = ctx.saved_tensors
+        grad_phi = torch.mm(deta, weight * grad).reshape(ctx.phi_shape)
+        grad_weight = torch.mm(deta.t(), phi2).mul_(grad)
+        grad_offset = deta.sum(0).mul_(grad)
+        return grad_phi, grad_weight, grad_offset, None, None, None, None
+
+
+def decoder_nll(
+    phi: torch.Tensor,
+    weight: torch.Tensor,
+    offset: torch.Tensor,
+    y: torch.Tensor,
+    w: torch.Tensor,
+    likelihood: Likelihood,
+    w_val: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted NLL sums of the readout ``phi Wᵀ + offset`` (decoder fused with the loss).
+
+    Parameters
+    ----------
+    phi
+        ``(..., rnn_unit)`` activity (contiguous).
+    weight, offset
+        ``(unit, rnn_unit)`` readout matrix (scale folded in) and ``(unit,)`` offsets.
+    y, w
+        ``(..., unit)`` data (finite) and training weights (0 = no influence at all).
+    likelihood
+        Poisson (softplus link) or Gaussian (identity link).
+    w_val
+        Optional validation weights: their sum is returned too (without gradient).
+
+    Returns
+    -------
+    (train_sum, val_sum)
+        Differentiable ``Σ w nll`` and ``Σ w_val nll`` (zero when ``w_val`` is None).
+    """
+    return _DecoderNLL.apply(phi, weight, offset, y, w, w_val, likelihood is Likelihood.POISSON)
 
 
 def _nll_np(mean: np.ndarray, y: np.ndarray, likelihood: Likelihood) -> np.ndarray:

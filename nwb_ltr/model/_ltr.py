@@ -35,14 +35,14 @@ class ModelOutput:
 
     Attributes
     ----------
-    eta_tm : ``(time, trial, unit)`` readout before the link.
+    eta_tm : ``(time, trial, unit)`` readout before the link (None when run with ``readout=False``).
     latents_tm : ``(time, trial, rank)`` κ, coordinates of the state in span(A).
     phi_tm : ``(time, trial, rnn_unit)`` activity tanh(x).
     inputs : ``(condition, time, input)`` realised input time courses.
     likelihood : the observation model (decides the link).
     """
 
-    eta_tm: torch.Tensor
+    eta_tm: torch.Tensor | None
     latents_tm: torch.Tensor
     phi_tm: torch.Tensor
     inputs: torch.Tensor
@@ -51,6 +51,8 @@ class ModelOutput:
     @property
     def eta(self) -> torch.Tensor:
         """``(trial, time, unit)`` readout before the link."""
+        if self.eta_tm is None:
+            raise ValueError("this forward pass ran without the readout (readout=False)")
         return self.eta_tm.transpose(0, 1)
 
     @property
@@ -318,19 +320,27 @@ class LtrRNN(nn.Module):
             states.append(state)
         return torch.stack(states), torch.stack(phis)
 
-    def _readout(self, phi: torch.Tensor) -> torch.Tensor:
-        """Decoder on all bins at once: one ``(T*K, D) @ (D, N)`` product (scale folded in)."""
-        weight = self.decoder_weight() * self.decoder_scale[:, None]
-        t, k, d = phi.shape
-        return torch.addmm(self.decoder_offset, phi.reshape(t * k, d), weight.T).reshape(t, k, -1)
+    def readout_weight(self) -> torch.Tensor:
+        """Decoder matrix with the per-unit scale folded in, ``(unit, rnn_unit)``."""
+        return self.decoder_weight() * self.decoder_scale[:, None]
 
-    def forward(self, trials: torch.Tensor | None = None) -> ModelOutput:
+    def _readout(self, phi: torch.Tensor) -> torch.Tensor:
+        """Decoder on all bins at once: one ``(T*K, D) @ (D, N)`` product."""
+        t, k, d = phi.shape
+        return torch.addmm(self.decoder_offset, phi.reshape(t * k, d), self.readout_weight().T).reshape(
+            t, k, -1
+        )
+
+    def forward(self, trials: torch.Tensor | None = None, *, readout: bool = True) -> ModelOutput:
         """Simulate trials (all when None) and read out the expected data.
 
         Parameters
         ----------
         trials
             ``(batch,)`` long tensor of trial positions, or None for every trial.
+        readout
+            Apply the decoder; False leaves ``eta_tm`` None (the fitter fuses the decoder with
+            the loss, see ``nwb_ltr.fitting``).
         """
         cond = self.condition_index if trials is None else self.condition_index[trials]
         c = self.trial_factors()
@@ -341,9 +351,8 @@ class LtrRNN(nn.Module):
         state0 = self._initial(self.init_raw, cond)
         states, phi = self._integrate(state0, drive, c, a, b, latent=self.config.latent_inputs)
         latents = states if self.config.latent_inputs else states @ torch.linalg.pinv(a).T
-        eta = self._readout(phi)
         return ModelOutput(
-            eta_tm=eta,
+            eta_tm=self._readout(phi) if readout else None,
             latents_tm=latents,
             phi_tm=phi,
             inputs=inputs,
