@@ -162,9 +162,8 @@ def summarize_fit(name: str, result: FitResult) -> str:
     model = result.config.get("model", {}) if isinstance(result.config, Mapping) else {}
     versions = _versions_text(prov)
     dropped = info.get("n_dropped_trials")
-    metric_keys = [
-        k for k in ("train_loss", "val_loss", "test_loss", "test_r2", "test_bits_per_spike") if k in m
-    ]
+    names = ("train_loss", "val_loss", "test_loss", "test_r2", "test_bits_per_spike")
+    metric_keys = [k for k in names if k in m and _fmt(m[k]) not in ("-", "nan")]  # a refit has no test
     rows = [
         ("source", _source_text(info)),
         ("alignment", _alignment_text(info)),
