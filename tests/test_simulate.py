@@ -311,3 +311,19 @@ def test_docstring_example_runs() -> None:
     import nwb_ltr.simulate._session as module
 
     assert doctest.testmod(module, raise_on_error=False).failed == 0
+
+
+@pytest.mark.parametrize("curl", [0.0, 5.0])
+def test_hand_filter_equals_step_by_step_point_mass(curl: float) -> None:
+    from nwb_ltr.simulate._teacher import TeacherConfig, _Teacher
+
+    cfg, timing = TeacherConfig(teacher_units=4), TEACHER_TIMING
+    teacher = _Teacher(cfg, timing, np.random.default_rng(0))
+    force = np.random.default_rng(1).normal(0, 50, (timing.n_steps, 2))
+    pos, vel, path = np.zeros(2), np.zeros(2), []
+    for f in force:
+        vel = vel + timing.dt * (f + curl * np.array([vel[1], -vel[0]]) - cfg.damping * vel)
+        pos = pos + timing.dt * vel
+        path.append(pos)
+    got = teacher.hand_filter(curl).double().numpy() @ force.reshape(-1)
+    np.testing.assert_allclose(got.reshape(-1, 2), np.array(path), rtol=1e-5, atol=1e-5)

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from hdmf.common import VectorData, VectorIndex
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.behavior import Position, SpatialSeries
 from pynwb.file import Subject
@@ -104,12 +105,7 @@ def build_nwbfile(content: SessionContent) -> NWBFile:
             nwbfile.add_epoch(
                 start_time=start_time[idx[0]], stop_time=stop_time[idx[-1]], tags=[name], block=name
             )
-    nwbfile.units = Units(
-        name="units", description="Simulated single units (Poisson spike trains).", resolution=1e-6
-    )
-    nwbfile.add_unit_column(name="location", description="Simulated recording area.")
-    for n, times in enumerate(content.spike_times):
-        nwbfile.add_unit(id=n, spike_times=times, location="M1/PMd (simulated)")
+    nwbfile.units = _units_table(content.spike_times)
     behavior = nwbfile.create_processing_module(name="behavior", description="Hand kinematics.")
     behavior.add(
         Position(
@@ -126,6 +122,26 @@ def build_nwbfile(content: SessionContent) -> NWBFile:
         )
     )
     return nwbfile
+
+
+def _units_table(spike_times: list[np.ndarray]) -> Units:
+    """Units table built from flat arrays (adding units one by one makes hdmf convert every spike)."""
+    flat = np.concatenate(spike_times) if spike_times else np.zeros(0)
+    ends = np.cumsum([len(times) for times in spike_times]).astype(np.int64)
+    times = VectorData(name="spike_times", description="Spike times of each unit (s).", data=flat)
+    index = VectorIndex(name="spike_times_index", data=ends, target=times)
+    location = VectorData(
+        name="location",
+        description="Simulated recording area.",
+        data=["M1/PMd (simulated)"] * len(spike_times),
+    )
+    return Units(
+        name="units",
+        description="Simulated single units (Poisson spike trains).",
+        id=list(range(len(spike_times))),
+        columns=[times, index, location],
+        resolution=1e-6,
+    )
 
 
 def write_nwbfile(nwbfile: NWBFile, path: Path, *, overwrite: bool) -> Path:

@@ -36,7 +36,7 @@ def calibrate_readout(
         mix = np.linalg.qr(mix.T)[0].T  # orthonormal rows
     else:
         mix /= np.sqrt(d)
-    z = activity[calibration].reshape(-1, d) @ mix.T
+    z = activity[calibration].reshape(-1, d).astype(np.float64) @ mix.T
     mean, std = z.mean(axis=0), z.std(axis=0) + 1e-9
     r0 = np.clip(np.exp(rng.normal(np.log(12.0), 0.5, n_units)), 3.0, 40.0)
     gain = rng.uniform(0.4, 0.8, n_units)
@@ -47,7 +47,9 @@ def calibrate_readout(
 
 def unit_rates(activity: np.ndarray, weights: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Rates in Hz, ``softplus(activity @ weights.T + offsets)``, shape ``(K, T, N)`` float32."""
-    return np.logaddexp(0.0, activity @ weights.T + offsets).astype(np.float32)
+    flat = activity.reshape(-1, activity.shape[-1]).astype(np.float64)  # 2-D, one dtype: one BLAS call
+    drive = flat @ weights.T + offsets
+    return np.logaddexp(0.0, drive).astype(np.float32).reshape(*activity.shape[:-1], -1)
 
 
 def sample_spikes(

@@ -106,8 +106,32 @@ class _Teacher:
         self.w_in = param(rng.normal(0.0, 1.0, (N_INPUTS, d)))
         self.w_out = param(rng.normal(0.0, 0.1 / np.sqrt(d), (d, 2)))
         self.bias = param(np.zeros(d))
-        rot = np.array([[0.0, 1.0], [-1.0, 0.0]])  # v @ rot.T = (v_y, -v_x): clockwise curl
-        self._rot_t = torch.tensor(rot.T, dtype=torch.float32)
+        self._hand_filters: dict[float, torch.Tensor] = {}
+
+    def hand_filter(self, curl: float) -> torch.Tensor:
+        """Linear map from the force sequence to the hand path, ``(T*2, T*2)``.
+
+        The hand is a unit point mass with viscous damping in a curl field,
+        ``v' = f + curl * R v - damping * v`` with ``R v = (v_y, -v_x)`` (clockwise), stepped as
+        ``v_{t+1} = M v_t + dt f_t``, ``p_{t+1} = p_t + dt v_{t+1}``; the path at step t is
+        ``p_{t+1}``.  The force does not feed back into the network, so the whole path is one
+        matrix product of the force sequence.
+        """
+        if curl not in self._hand_filters:
+            n, dt = self.timing.n_steps, self.timing.dt
+            rot = np.array([[0.0, 1.0], [-1.0, 0.0]])
+            m = np.eye(2) + dt * (curl * rot - self.cfg.damping * np.eye(2))
+            powers = np.empty((n, 2, 2))
+            powers[0] = np.eye(2)
+            for i in range(1, n):
+                powers[i] = m @ powers[i - 1]
+            lag = np.arange(n)[:, None] - np.arange(n)[None, :]
+            vel = np.where((lag >= 0)[..., None, None], dt * powers[np.clip(lag, 0, None)], 0.0)
+            pos = dt * np.cumsum(vel, axis=0)  # (T, T, 2, 2): path at t from force at s
+            self._hand_filters[curl] = torch.tensor(
+                pos.transpose(0, 2, 1, 3).reshape(2 * n, 2 * n), dtype=torch.float32
+            )
+        return self._hand_filters[curl]
 
     def rollout(
         self, w_rec: torch.Tensor, target_id: np.ndarray, curl: float, noise: np.ndarray
@@ -117,25 +141,21 @@ class _Teacher:
         Returns hand positions ``(T, B, 2)`` (cm), states ``(T, B, D)`` and activity ``tanh(x)``.
         """
         cfg, timing = self.cfg, self.timing
+        alpha, n_steps, batch = timing.dt / cfg.tau, timing.n_steps, len(target_id)
         u = torch.tensor(_inputs(timing, target_id, cfg.go_pulse_steps), dtype=torch.float32)
-        drive = u @ self.w_in + self.bias  # (T, B, D)
-        eps = torch.tensor(noise, dtype=torch.float32)
-        alpha, dt = timing.dt / cfg.tau, timing.dt
-        n = len(target_id)
-        x = torch.zeros(n, cfg.teacher_units)
-        pos, vel = torch.zeros(n, 2), torch.zeros(n, 2)
-        xs, hs, ps = [], [], []
-        for t in range(timing.n_steps):
+        # x_{t+1} = (1 - alpha) x_t + alpha (tanh(x_t) @ w_rec) + alpha (u_t @ w_in + bias) + noise_t
+        drive = alpha * (u @ self.w_in + self.bias) + torch.tensor(noise, dtype=torch.float32)
+        x = torch.zeros(batch, cfg.teacher_units)
+        xs, hs = [], []
+        for t in range(n_steps):
             h = torch.tanh(x)
-            force = cfg.force_gain * (h @ self.w_out)
-            acc = force + curl * (vel @ self._rot_t) - cfg.damping * vel
-            vel = vel + dt * acc
-            pos = pos + dt * vel
             xs.append(x)
             hs.append(h)
-            ps.append(pos)
-            x = x + alpha * (-x + h @ w_rec + drive[t]) + eps[t]
-        return torch.stack(ps), torch.stack(xs), torch.stack(hs)
+            x = torch.addmm(torch.add(drive[t], x, alpha=1.0 - alpha), h, w_rec, alpha=alpha)
+        act = torch.stack(hs)
+        force = cfg.force_gain * (act @ self.w_out)  # (T, B, 2)
+        hand = self.hand_filter(curl) @ force.transpose(1, 2).reshape(2 * n_steps, batch)
+        return hand.reshape(n_steps, 2, batch).transpose(1, 2), torch.stack(xs), act
 
     def task_loss(self, hand: torch.Tensor, target_id: np.ndarray) -> torch.Tensor:
         """Mean squared distance (cm²) between the hand and the desired path."""
