@@ -285,6 +285,14 @@ def test_factor_similarity_is_permutation_and_sign_invariant() -> None:
     c = rng.normal(size=(40, 4))
     assert factor_similarity(a, c) < 0.6
     assert factor_similarity(a, a[:, :2]) == pytest.approx(1.0)
+    # an offset does not matter (correlation), a constant component matches nothing
+    assert factor_similarity(a, a + 5.0) == pytest.approx(1.0)
+    const = np.ones((40, 1)) * 2.0
+    assert factor_similarity(const, const) == 0.0
+    with pytest.raises(
+        ValueError, match=re.escape("factors must be (trial, rank) arrays over the same trials")
+    ):
+        factor_similarity(a, a[:10])
 
 
 def test_summary_stability_uses_non_best_seeds(tiny: xr.DataArray) -> None:

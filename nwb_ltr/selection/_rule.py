@@ -29,12 +29,14 @@ RULE_TEXT = {
 
 
 def factor_similarity(reference: np.ndarray, other: np.ndarray) -> float:
-    """Similarity of two sets of factors after permutation and sign matching.
+    """Similarity of two sets of trial factors after permutation and sign matching.
 
-    Columns (components) are normalised to unit length and matched one-to-one by the Hungarian
-    algorithm on their absolute cosine similarity (so component order and signs do not matter);
-    the score is the mean matched ``|cosine|``, in [0, 1] (1 = identical up to permutation, sign
-    and scale).  Factors of different ranks are matched on the smaller rank.
+    Components are centred over trials and normalised, then matched one-to-one by the Hungarian
+    algorithm on their absolute correlation (so component order, sign and scale do not matter);
+    the score is the mean matched ``|correlation|``, in [0, 1].  This is the trial-factor part of
+    :meth:`nwb_ltr.results.FitResult.compare`, computed from the stored trial factors alone.
+    Factors of different ranks are matched on the smaller rank; a component that is constant
+    over trials has correlation 0 with everything.
 
     Parameters
     ----------
@@ -49,11 +51,14 @@ def factor_similarity(reference: np.ndarray, other: np.ndarray) -> float:
         )
     if a.shape[1] == 0 or b.shape[1] == 0:
         return math.nan
-    na = np.linalg.norm(a, axis=0)
-    nb = np.linalg.norm(b, axis=0)
-    a = a / np.where(na > 0, na, 1.0)
-    b = b / np.where(nb > 0, nb, 1.0)
-    sim = np.abs(a.T @ b)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        scale = np.linalg.norm(x, axis=0, keepdims=True)
+        x = x - x.mean(axis=0, keepdims=True)
+        norm = np.linalg.norm(x, axis=0, keepdims=True)
+        return x / np.where(norm > 1e-9 * scale, norm, np.inf)  # constant components -> 0
+
+    sim = np.abs(unit(a).T @ unit(b))
     rows, cols = linear_sum_assignment(-sim)
     return float(sim[rows, cols].mean())
 

@@ -186,7 +186,8 @@ def select(
     workers
         Local worker processes when ``client`` is None (default: number of cores, at most the
         number of candidates; 1 runs in this process).  Torch threads per worker are set to
-        ``cores // workers``.
+        ``cores // workers``.  Workers are spawned processes: a script that calls ``select``
+        with several workers needs the usual ``if __name__ == "__main__":`` guard.
     sweep_dir
         Folder keeping one record per finished candidate, written as each one finishes; rerunning
         with the same data and settings skips them (failed candidates are retried).
@@ -215,6 +216,15 @@ def select(
     ------
     FitError
         When every candidate failed (the message quotes the first error), or the refit failed.
+
+    Examples
+    --------
+    >>> result = select(data, ranks=range(1, 7), rnn_dims=[50], seeds=3, folds=2)  # doctest: +SKIP
+    >>> result.selected  # doctest: +SKIP
+    {'rank': 3, 'rnn_dim': 50, 'seed': 1}
+    >>> result.summary_table[["rank", "mean_test_loss", "sem_test_loss", "stability"]]  # doctest: +SKIP
+    >>> with distributed.Client("tcp://scheduler:8786") as client:  # doctest: +SKIP
+    ...     result = select(data, ranks=range(1, 9), seeds=5, folds=3, client=client)
     """
     data = _check_data(data)
     if rule not in RULES:
