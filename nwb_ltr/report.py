@@ -227,16 +227,34 @@ def summarize_selection(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _selected_names(fits: Mapping[str, FitResult], selection: pd.DataFrame | None) -> list[str]:
+    if selection is None or not {"selected", "result_name"} <= set(selection.columns):
+        return []
+    rows = selection[selection["selected"].astype(bool)]
+    return [n for n in dict.fromkeys(rows["result_name"].astype(str)) if n in fits]
+
+
+def selected_first(fits: Mapping[str, FitResult], selection: pd.DataFrame | None) -> dict[str, FitResult]:
+    """The fits with those the selection table marks as selected (``result_name``) first."""
+    chosen = _selected_names(fits, selection)
+    return {**{n: fits[n] for n in chosen}, **{n: r for n, r in fits.items() if n not in chosen}}
+
+
 def report_text(
     fits: Mapping[str, FitResult], *, selection: pd.DataFrame | None = None, path: Path | None = None
 ) -> str:
-    """The whole text report: a header, every fit, and the selection table if present."""
+    """The whole text report: a header, every fit (selected ones first), the selection table."""
     head = f"{path}: " if path is not None else ""
     lines = [
         f"{head}{len(fits)} fitted model(s)" + (", model-selection table" if selection is not None else "")
     ]
-    for name, result in fits.items():
-        lines += ["", summarize_fit(name, result)]
+    chosen = _selected_names(fits, selection)
+    for name, result in selected_first(fits, selection).items():
+        text = summarize_fit(name, result)
+        if name in chosen:
+            first, rest = text.split("\n", 1)
+            text = f"{first} (selected)\n{rest}"
+        lines += ["", text]
     if selection is not None:
         lines += ["", summarize_selection(selection)]
     return "\n".join(lines)
@@ -252,7 +270,8 @@ def report_figure(
     data: Mapping[str, xr.DataArray] | None = None,
     selection: pd.DataFrame | None = None,
 ) -> Figure:
-    """Multi-panel report: one row per fit (up to :data:`MAX_FIGURE_FITS`) and a selection row.
+    """Multi-panel report: one row per fit (up to :data:`MAX_FIGURE_FITS`, selected ones first)
+    and a selection row.
 
     Parameters
     ----------
@@ -267,7 +286,7 @@ def report_figure(
     -------
     matplotlib.figure.Figure
     """
-    shown = list(fits.items())[:MAX_FIGURE_FITS]
+    shown = list(selected_first(fits, selection).items())[:MAX_FIGURE_FITS]
     n_rows = len(shown) + (selection is not None)
     if n_rows == 0:
         raise ValueError("nothing to draw: no fits and no selection table")
@@ -474,6 +493,7 @@ def _write(target: Path, content: bytes) -> Path:
 
 
 __all__ = [
+    "selected_first",
     "flat_provenance",
     "aligned_data_of",
     "FIT_PANELS",

@@ -142,6 +142,18 @@ def test_summarize_selection_marks_the_selected_setting_and_failures(selection):
     assert rank1.split()[-1] == "0.8"  # stability of the non-best seeds
 
 
+def test_selected_fits_come_first_and_are_marked(fits, selection):
+    table = selection.copy()
+    table["result_name"] = ""
+    table.loc[table["selected"], "result_name"] = "fit_b"
+    text = report.report_text(fits, selection=table)
+    headers = [line for line in text.splitlines() if line.startswith("fit '")]
+    assert headers == ["fit 'fit_b' (selected)", "fit 'fit_a'"]
+    fig = report.report_figure(fits, selection=table)
+    assert fig.axes[0].get_title() == "fit_b: trial factors over learning"
+    assert report.report_text(fits).splitlines()[2] == "fit 'fit_a'"  # no table: file order
+
+
 @pytest.mark.parametrize("nested", [False, True])
 def test_aligned_data_is_matched_to_the_fit_trials_by_event_time(nested):
     result = mock_fit_result()
