@@ -141,6 +141,8 @@ def test_model_widget_controls_redraw_their_panels(model_widget, results_file):
     w.trial_slider.value = 11
     assert w.trial_label.value == "trial 11, epoch WO"
     assert w.eigen_image.value != before and w.eigen_image.value[:4] == b"\x89PNG"
+    w.epoch_dropdown.value = "AD"
+    assert w.trial_slider.value == 4 and w.trial_label.value == "trial 4, epoch AD"  # first AD trial
     before = w.recon_image.value
     w.unit_dropdown.value = next(u for u in w.unit_dropdown.options if u != w.unit_dropdown.value)
     assert w.recon_image.value != before

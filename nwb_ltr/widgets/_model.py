@@ -115,6 +115,15 @@ class LtrModelWidget(widgets.VBox):
         self.trial_label = widgets.Label()
         self.eigen_image = _image(EIGEN_SIZE)
         self.trial_slider.observe(lambda _: self._draw_eigen(), names="value")
+        epochs = result.trial_factors.coords["epoch"].values if "epoch" in result.trial_factors.coords else []
+        self._epoch_starts = {str(e): int(np.flatnonzero(epochs == e)[0]) for e in dict.fromkeys(epochs)}
+        self.epoch_dropdown = widgets.Dropdown(
+            options=list(self._epoch_starts),
+            value=None,
+            description="go to epoch",
+            disabled=not self._epoch_starts,
+        )
+        self.epoch_dropdown.observe(self._jump_to_epoch, names="value")
         self._draw_eigen()
 
         units = [
@@ -141,7 +150,7 @@ class LtrModelWidget(widgets.VBox):
             _heading(MODEL_SECTIONS[0]),
             self.factors_image,
             _heading(MODEL_SECTIONS[1]),
-            widgets.HBox([self.trial_slider, self.trial_label]),
+            widgets.HBox([self.trial_slider, self.trial_label, self.epoch_dropdown]),
             self.eigen_image,
             _heading(MODEL_SECTIONS[2] + no_data),
             widgets.HBox([self.unit_dropdown, self.condition_dropdown]),
@@ -157,6 +166,10 @@ class LtrModelWidget(widgets.VBox):
             plot.plot_loadings(self.result, fig.add_subplot(grid[0, 2]))
 
         return _png(draw, FACTORS_SIZE)
+
+    def _jump_to_epoch(self, change: dict[str, Any]) -> None:
+        if change["new"] is not None:
+            self.trial_slider.value = self._epoch_starts[change["new"]]  # first trial of that epoch
 
     def _draw_eigen(self) -> None:
         position = int(self.trial_slider.value)
