@@ -52,7 +52,9 @@ def _trial_counts(text: str) -> tuple[int, int, int]:
     except ValueError:
         parts = ()
     if len(parts) != 3 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"expected three positive trial counts BL,AD,WO like 50,100,100, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected three positive trial counts BL,AD,WO like 50,100,100, got {text!r}"
+        )
     return parts  # type: ignore[return-value]
 
 
@@ -60,28 +62,53 @@ def _add_common(p: argparse.ArgumentParser, *, top: bool = False) -> None:
     # sub-commands use SUPPRESS so that `nwb_ltr --debug fit ...` is not reset by the sub-parser
     default = False if top else argparse.SUPPRESS
     p.add_argument("--debug", action="store_true", default=default, help="show tracebacks and debug logging")
-    p.add_argument("-q", "--quiet", action="store_true", default=default, help="only print warnings and errors")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="only print warnings and errors"
+    )
 
 
 def _add_source_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("source")
     g.add_argument("--asset", help="asset path or glob inside a dandiset (with a bare dandiset id)")
     g.add_argument("--api-url", help="DANDI API URL of another DANDI instance (env NWB_LTR_DANDI_API_URL)")
-    g.add_argument("--cache-dir", help="cache folder for streamed bytes and downloads (env NWB_LTR_CACHE_DIR)")
-    g.add_argument("--download", action="store_true", help="download the DANDI asset (checksum verified) instead of streaming")
+    g.add_argument(
+        "--cache-dir", help="cache folder for streamed bytes and downloads (env NWB_LTR_CACHE_DIR)"
+    )
+    g.add_argument(
+        "--download",
+        action="store_true",
+        help="download the DANDI asset (checksum verified) instead of streaming",
+    )
     g.add_argument("--timeout", type=float, help="network timeout in seconds (default 30)")
     g.add_argument("--retries", type=int, help="network retries (default 3)")
 
 
 def _add_align_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("alignment (defaults for --align-to/--condition/--epoch are guessed as `inspect` suggests)")
+    g = p.add_argument_group(
+        "alignment (defaults for --align-to/--condition/--epoch are guessed as `inspect` suggests)"
+    )
     g.add_argument("--align-to", help="trials column with the event time to align on (e.g. go_cue_time)")
-    g.add_argument("--window", nargs=2, type=float, metavar=("START", "STOP"), help="window around the event in s (default -0.5 0.5)")
+    g.add_argument(
+        "--window",
+        nargs=2,
+        type=float,
+        metavar=("START", "STOP"),
+        help="window around the event in s (default -0.5 0.5)",
+    )
     g.add_argument("--bin-size", type=float, help="bin width in s (default 0.02)")
-    g.add_argument("--condition", help="trials column with the condition (e.g. target_id); 'none' for one condition")
-    g.add_argument("--epoch", help="trials column with the block/epoch, or 'epochs' for the epochs table; 'none' to ignore")
-    g.add_argument("--trials", help="pandas query on the trials table selecting trials, e.g. \"result == 'success'\"")
-    g.add_argument("--transform", choices=["counts", "rates", "zscore"], help="tensor content (default counts)")
+    g.add_argument(
+        "--condition", help="trials column with the condition (e.g. target_id); 'none' for one condition"
+    )
+    g.add_argument(
+        "--epoch",
+        help="trials column with the block/epoch, or 'epochs' for the epochs table; 'none' to ignore",
+    )
+    g.add_argument(
+        "--trials", help="pandas query on the trials table selecting trials, e.g. \"result == 'success'\""
+    )
+    g.add_argument(
+        "--transform", choices=["counts", "rates", "zscore"], help="tensor content (default counts)"
+    )
     g.add_argument("--smooth", type=float, help="Gaussian smoothing sigma in s (default none)")
 
 
@@ -91,9 +118,15 @@ def _add_model_options(p: argparse.ArgumentParser, *, sweep: bool = False) -> No
         g.add_argument("--rank", type=int, help="tensor rank R (default 5)")
         g.add_argument("--rnn-dim", type=int, help="number of RNN units D")
         g.add_argument("--seed", type=int, help="random seed (default 0)")
-    g.add_argument("--likelihood", choices=["poisson", "gaussian"], help="default: poisson for counts, gaussian otherwise")
+    g.add_argument(
+        "--likelihood",
+        choices=["poisson", "gaussian"],
+        help="default: poisson for counts, gaussian otherwise",
+    )
     g.add_argument("--max-iters", type=int, help="maximum optimiser iterations")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to fit (default auto: CUDA when present)")
+    g.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="where to fit (default auto: CUDA when present)"
+    )
     g.add_argument("--config", help="TOML or YAML file with the same option names (CLI flags override)")
 
 
@@ -124,7 +157,9 @@ def _read_config_file(path: str) -> dict[str, Any]:
 
             values = yaml.safe_load(text) or {}
     except Exception as exc:  # parse errors of either format
-        raise ConfigError(f"cannot parse config file {file}: {str(exc).splitlines()[0]}; fix the syntax") from None
+        raise ConfigError(
+            f"cannot parse config file {file}: {str(exc).splitlines()[0]}; fix the syntax"
+        ) from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {file} must hold a mapping of option names to values")
     flat: dict[str, Any] = {}
@@ -179,10 +214,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
         raise OutputError(f"output file already exists: {out}; pass --force to replace it")
     t0 = time.perf_counter()
-    session = simulate_session(out, planted_rank=args.planted_rank, n_trials=args.trials, n_units=args.units, seed=args.seed)
-    kind = f"planted rank-{args.planted_rank} RNN" if args.planted_rank else "task-trained teacher RNN (BL/AD/WO)"
+    session = simulate_session(
+        out, planted_rank=args.planted_rank, n_trials=args.trials, n_units=args.units, seed=args.seed
+    )
+    kind = (
+        f"planted rank-{args.planted_rank} RNN"
+        if args.planted_rank
+        else "task-trained teacher RNN (BL/AD/WO)"
+    )
     nwbfile = session.nwbfile
-    print(f"wrote {out}  ({kind}; {len(nwbfile.trials)} trials, {len(nwbfile.units)} units, seed {args.seed}, {time.perf_counter() - t0:.1f} s)")
+    print(
+        f"wrote {out}  ({kind}; {len(nwbfile.trials)} trials, {len(nwbfile.units)} units, seed {args.seed}, {time.perf_counter() - t0:.1f} s)"
+    )
     return 0
 
 
@@ -192,8 +235,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     src = args.source
     if _dandi.is_dandi_source(src) and _dandi.parse_source(src).asset_path is None and not args.asset:
         parsed = _dandi.parse_source(src)
-        assets = _dandi.list_assets(parsed.dandiset_id, parsed.version, **_source_kwargs(args, network_only=True))
-        version = assets[0].version if assets else (parsed.version or 'draft')
+        assets = _dandi.list_assets(
+            parsed.dandiset_id, parsed.version, **_source_kwargs(args, network_only=True)
+        )
+        version = assets[0].version if assets else (parsed.version or "draft")
         print(f"dandiset {parsed.dandiset_id} ({version}): {len(assets)} NWB assets")
         for a in assets:
             print(f"  {a.path}  ({a.size / 1e6:.1f} MB)")
@@ -235,7 +280,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"tensor: {shape}")
     if args.dry_run:
         fit_settings = {k: options.get(k) for k in _FIT_KEYS if options.get(k) is not None}
-        print(f"fit settings: {fit_settings or 'defaults'}{'; overrides: ' + str(overrides) if overrides else ''}")
+        print(
+            f"fit settings: {fit_settings or 'defaults'}{'; overrides: ' + str(overrides) if overrides else ''}"
+        )
         print("dry run: nothing fitted or written")
         return 0
     result = run.result
@@ -311,7 +358,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         kwargs["max_iters"] = args.max_iters
     if args.rank is not None:
         kwargs["rank"] = args.rank
-    run = run_demo(args.out, seed=args.seed, progress=not args.no_progress and not getattr(args, "quiet", False), **kwargs)
+    run = run_demo(
+        args.out,
+        seed=args.seed,
+        progress=not args.no_progress and not getattr(args, "quiet", False),
+        **kwargs,
+    )
     m = run.fit.result.metrics if run.fit.result is not None else {}
     print(f"simulated session : {run.session}")
     print(f"results (NWB)     : {run.results}")
@@ -374,7 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rnn-dims", type=_int_range, help="e.g. 50,200 (default: the fit default)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per candidate (default 3)")
     p.add_argument("--folds", type=int, default=2, help="cross-validation folds (default 2)")
-    p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (default: local processes)")
+    p.add_argument(
+        "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (default: local processes)"
+    )
     p.add_argument("--workers", type=int, help="local worker processes (default: number of cores)")
     p.add_argument("--sweep-dir", help="folder keeping finished candidates (rerun to resume)")
     p.add_argument("--save-all", action="store_true", help="write every candidate fit into the output too")
@@ -408,7 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _configure_logging(debug: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if not debug else "%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter(
+            "%(levelname)s: %(message)s" if not debug else "%(levelname)s %(name)s: %(message)s"
+        )
+    )
     root = logging.getLogger("nwb_ltr")
     root.handlers[:] = [handler]
     root.setLevel(level)

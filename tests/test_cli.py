@@ -13,7 +13,9 @@ VERBS = ["simulate", "inspect", "fit", "select", "show", "demo"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nwb_ltr.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "nwb_ltr.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_import_cli_loads_no_heavy_modules() -> None:
@@ -92,7 +94,7 @@ def test_bad_int_range_is_a_usage_error(capsys) -> None:
 
 def test_config_unknown_key_names_it(tmp_path, capsys) -> None:
     config = tmp_path / "fit.toml"
-    config.write_text('rank = 3\nbogus_key = 1\n')
+    config.write_text("rank = 3\nbogus_key = 1\n")
     code = main(["fit", str(tmp_path / "x.nwb"), "--config", str(config)])
     err = capsys.readouterr().err
     assert code == 1

@@ -21,8 +21,12 @@ def _tool(name: str) -> str:
 
 
 def test_ruff_clean() -> None:
-    proc = subprocess.run([_tool("ruff"), "check", "nwb_ltr", "tests", "benchmarks", "tutorials", "extensions"],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [_tool("ruff"), "check", "nwb_ltr", "tests", "benchmarks", "tutorials", "extensions"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
