@@ -280,6 +280,19 @@ def test_planted_activity_changes_across_blocks(planted: SimulatedSession) -> No
             ConfigTypeError,
             "config key 'pretrain_steps' must be an integer, got str",
         ),
+        ({"teacher_units": 0}, ConfigError, "option 'teacher_units' must be positive, got 0"),
+        ({"learning_rate": -1.0}, ConfigError, "option 'learning_rate' must not be negative, got -1.0"),
+        (
+            {"learning_blocks": ["AD", "XX"]},
+            ConfigError,
+            "option 'learning_blocks' has unknown blocks ['XX']; use BL, AD, WO",
+        ),
+        (
+            {"planted_rank": 2, "planted_tau": 0.0},
+            ConfigError,
+            "option 'planted_tau' must be positive, got 0.0",
+        ),
+        ({"path": 3}, ConfigTypeError, "path must be a file path or None, got int"),
     ],
 )
 def test_bad_arguments_raise_one_line_errors(kwargs: dict, error: type[NwbLtrError], message: str) -> None:

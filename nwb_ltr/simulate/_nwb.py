@@ -41,6 +41,7 @@ class SessionContent:
     hand_track: np.ndarray
     spike_times: list[np.ndarray]
     n_trials: tuple[int, int, int]
+    settings: str  #: everything else that determines the session (goes into the identifier)
 
 
 def build_nwbfile(content: SessionContent) -> NWBFile:
@@ -48,7 +49,7 @@ def build_nwbfile(content: SessionContent) -> NWBFile:
     timing, k = content.timing, len(content.block)
     session_id = f"{content.mode}-seed{content.seed}"
     n_units = len(content.spike_times)
-    key = f"nwb_ltr.simulate/{content.mode}/{content.seed}/{content.n_trials}/{n_units}"
+    key = f"nwb_ltr.simulate/{content.mode}/{content.seed}/{content.n_trials}/{n_units}/{content.settings}"
     nwbfile = NWBFile(
         session_description=content.description,
         identifier=str(uuid.uuid5(_NAMESPACE, key)),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nwb_ltr.simulate._task import N_TARGETS, TrialTiming, target_directions
+from nwb_ltr.simulate._task import N_TARGETS, TrialTiming, check_positive, target_directions
 
 #: inputs of the planted model: cos, sin of the target direction and a constant, in the prep period
 N_INPUTS = 3
@@ -48,6 +48,9 @@ class PlantedConfig:
     block_step: tuple[float, float] = (0.3, 0.6)
     relax_trials: tuple[float, float] = (10.0, 30.0)
     input_scale: float = 2.0
+
+    def __post_init__(self) -> None:
+        check_positive(self, ("planted_dim", "planted_tau", "gain", "gp_length", "input_scale"))
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +186,8 @@ def simulate_session(
     >>> list(session.nwbfile.trials.colnames)[2:5]
     ['target_on_time', 'go_cue_time', 'target_id']
     """
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise ConfigTypeError(f"path must be a file path or None, got {type(path).__name__}")
     trials, mode_options, io_options = _check_args(planted_rank, n_trials, n_units, seed, options)
     t0 = time.perf_counter()
     rng = np.random.default_rng([int(seed), 0 if planted_rank is None else int(planted_rank)])
@@ -212,6 +215,7 @@ def simulate_session(
         hand_track=hand_track,
         spike_times=spike_times,
         n_trials=trials,
+        settings=f"rank={planted_rank}/{sorted(mode_options.items())}",
     )
     nwbfile = build_nwbfile(content)
     out = None if path is None else write_nwbfile(nwbfile, Path(path), **io_options)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nwb_ltr.errors import ConfigError
+
 #: names of the three blocks, in session order
 BLOCKS = ("BL", "AD", "WO")
 #: number of reach targets (centre-out, evenly spaced, target 0 at 0 rad, counter-clockwise)
@@ -141,3 +143,11 @@ def session_hand_track(hand: np.ndarray, timing: TrialTiming) -> np.ndarray:
         end = s + timing.n_steps
         track[end : end + timing.n_iti] = ramp * hand[k, -1]
     return track
+
+
+def check_positive(config: object, names: tuple[str, ...]) -> None:
+    """Raise :class:`ConfigError` when one of the named fields of ``config`` is not > 0."""
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise ConfigError(f"option {name!r} must be positive, got {value!r}")

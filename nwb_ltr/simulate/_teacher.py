@@ -16,7 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nwb_ltr.simulate._task import TrialTiming, desired_hand, reach_error, target_directions
+from nwb_ltr.errors import ConfigError
+from nwb_ltr.simulate._task import (
+    BLOCKS,
+    TrialTiming,
+    check_positive,
+    desired_hand,
+    reach_error,
+    target_directions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +72,17 @@ class TeacherConfig:
     max_grad_norm: float = 10.0
     learning_blocks: tuple[str, ...] = ("AD", "WO")
     success_threshold: float = 0.75
+
+    def __post_init__(self) -> None:
+        check_positive(self, ("teacher_units", "tau", "damping", "force_gain", "target_distance"))
+        check_positive(self, ("go_pulse_steps", "pretrain_lr", "pretrain_batch", "max_grad_norm"))
+        check_positive(self, ("success_threshold",))
+        for name in ("state_noise", "curl", "pretrain_steps", "activity_penalty", "learning_rate"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"option {name!r} must not be negative, got {getattr(self, name)!r}")
+        unknown = sorted(set(self.learning_blocks) - set(BLOCKS))
+        if unknown:
+            raise ConfigError(f"option 'learning_blocks' has unknown blocks {unknown}; use BL, AD, WO")
 
 
 @dataclass
