@@ -106,7 +106,7 @@ class Trainer:
             w = w * keep.to(w.dtype)[None, :, None]
         want_val = with_val and trials is None
         train_sum, val_sum = _metrics.decoder_nll(
-            out.phi_tm,
+            out.phi_steps,
             model.readout_weight(),
             model.decoder_offset,
             y,
@@ -131,7 +131,12 @@ class Trainer:
         with torch.no_grad():
             out = model(readout=False)
             val_sum, _ = _metrics.decoder_nll(
-                out.phi_tm, model.readout_weight(), model.decoder_offset, self.y, self.val_w, self.likelihood
+                out.phi_steps,
+                model.readout_weight(),
+                model.decoder_offset,
+                self.y,
+                self.val_w,
+                self.likelihood,
             )
             return float(val_sum.item()) / self.n_val
 

@@ -33,38 +33,37 @@ CHUNK_ELEMENTS = 1 << 17
 
 
 class _DecoderNLL(torch.autograd.Function):
-    """Decoder and masked NLL fused, chunk by chunk over the stacked bins.
+    """Decoder and masked NLL fused, chunk by chunk (one chunk per bin, or row blocks).
 
-    Forward computes, per chunk of rows of ``phi`` (in cache), ``eta = phi Wᵀ + offset``, the
-    weighted NLL sums (training and, optionally, validation weights) and the gradient of the
-    training sum with respect to eta, which is kept; the backward is then two large matrix
-    products.  eta itself is never written to memory.
+    Forward computes, per chunk (in cache), ``eta = phi Wᵀ + offset``, the weighted NLL sums
+    (training and, optionally, validation weights) and the gradient of the training sum with
+    respect to eta, which is kept; the backward is then a few matrix products.  eta itself is never
+    written to memory and the per-bin activities need not be stacked.
     """
 
     @staticmethod
     def forward(
         ctx: Any,
-        phi: torch.Tensor,
         weight: torch.Tensor,
         offset: torch.Tensor,
         y: torch.Tensor,
         w: torch.Tensor,
         w_val: torch.Tensor | None,
         poisson: bool,
+        *chunks: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n_units = weight.shape[0]
-        phi2 = phi.reshape(-1, phi.shape[-1])
         y2, w2 = y.reshape(-1, n_units), w.reshape(-1, n_units)
         v2 = None if w_val is None else w_val.reshape(-1, n_units)
-        rows = phi2.shape[0]
-        step = max(1, CHUNK_ELEMENTS // max(n_units, 1))
         w_t = weight.t()
-        deta = torch.empty(rows, n_units, dtype=phi.dtype, device=phi.device)
-        total = torch.zeros((), dtype=phi.dtype, device=phi.device)
-        val_total = torch.zeros((), dtype=phi.dtype, device=phi.device)
-        for s in range(0, rows, step):
-            e = torch.addmm(offset, phi2[s : s + step], w_t)
-            yy, ww, g = y2[s : s + step], w2[s : s + step], deta[s : s + step]
+        deta = torch.empty(y2.shape, dtype=weight.dtype, device=weight.device)
+        total = torch.zeros((), dtype=weight.dtype, device=weight.device)
+        val_total = torch.zeros((), dtype=weight.dtype, device=weight.device)
+        start = 0
+        for phi in chunks:
+            stop = start + phi.shape[0]
+            e = torch.addmm(offset, phi, w_t)
+            yy, ww, g = y2[start:stop], w2[start:stop], deta[start:stop]
             if poisson:
                 lam = F.softplus(e).clamp_min_(1e-10)
                 term = torch.log(lam).mul_(yy)
@@ -77,23 +76,29 @@ class _DecoderNLL(torch.autograd.Function):
                 term = term.mul_(term).mul_(0.5)
             total += torch.dot(term.reshape(-1), ww.reshape(-1))
             if v2 is not None:
-                val_total += torch.dot(term.reshape(-1), v2[s : s + step].reshape(-1))
-        ctx.save_for_backward(phi2, weight, deta)
-        ctx.phi_shape = phi.shape
+                val_total += torch.dot(term.reshape(-1), v2[start:stop].reshape(-1))
+            start = stop
+        ctx.save_for_backward(weight, deta, *chunks)
         ctx.mark_non_differentiable(val_total)
         return total, val_total
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, _grad_val: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        phi2, weight, deta = ctx.saved_tensors
-        grad_phi = torch.mm(deta, weight * grad).reshape(ctx.phi_shape)
-        grad_weight = torch.mm(deta.t(), phi2).mul_(grad)
+        weight, deta, *chunks = ctx.saved_tensors
+        grad_all = torch.mm(deta, weight * grad)  # one large product for every chunk's gradient
+        grad_weight = torch.zeros_like(weight)
+        grads, start = [], 0
+        for phi in chunks:
+            stop = start + phi.shape[0]
+            grads.append(grad_all[start:stop])
+            grad_weight.addmm_(deta[start:stop].t(), phi)
+            start = stop
         grad_offset = deta.sum(0).mul_(grad)
-        return grad_phi, grad_weight, grad_offset, None, None, None, None
+        return (grad_weight.mul_(grad), grad_offset, None, None, None, None, *grads)
 
 
 def decoder_nll(
-    phi: torch.Tensor,
+    phi: torch.Tensor | tuple[torch.Tensor, ...],
     weight: torch.Tensor,
     offset: torch.Tensor,
     y: torch.Tensor,
@@ -106,7 +111,8 @@ def decoder_nll(
     Parameters
     ----------
     phi
-        ``(..., rnn_unit)`` activity (contiguous).
+        ``(..., rnn_unit)`` activity, or a tuple of per-bin ``(trial, rnn_unit)`` activities whose
+        concatenation matches the leading dims of ``y``.
     weight, offset
         ``(unit, rnn_unit)`` readout matrix (scale folded in) and ``(unit,)`` offsets.
     y, w
@@ -121,7 +127,12 @@ def decoder_nll(
     (train_sum, val_sum)
         Differentiable ``Σ w nll`` and ``Σ w_val nll`` (zero when ``w_val`` is None).
     """
-    return _DecoderNLL.apply(phi, weight, offset, y, w, w_val, likelihood is Likelihood.POISSON)
+    if isinstance(phi, torch.Tensor):
+        flat = phi.reshape(-1, phi.shape[-1])
+        chunks = tuple(flat.split(max(1, CHUNK_ELEMENTS // max(weight.shape[0], 1))))
+    else:
+        chunks = tuple(phi)
+    return _DecoderNLL.apply(weight, offset, y, w, w_val, likelihood is Likelihood.POISSON, *chunks)
 
 
 def _nll_np(mean: np.ndarray, y: np.ndarray, likelihood: Likelihood) -> np.ndarray:

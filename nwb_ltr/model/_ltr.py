@@ -37,14 +37,14 @@ class ModelOutput:
     ----------
     eta_tm : ``(time, trial, unit)`` readout before the link (None when run with ``readout=False``).
     latents_tm : ``(time, trial, rank)`` κ, coordinates of the state in span(A).
-    phi_tm : ``(time, trial, rnn_unit)`` activity tanh(x).
+    phi_steps : per bin, ``(trial, rnn_unit)`` activity tanh(x) (``phi_tm`` stacks them).
     inputs : ``(condition, time, input)`` realised input time courses.
     likelihood : the observation model (decides the link).
     """
 
     eta_tm: torch.Tensor | None
     latents_tm: torch.Tensor
-    phi_tm: torch.Tensor
+    phi_steps: tuple[torch.Tensor, ...]
     inputs: torch.Tensor
     likelihood: Likelihood
 
@@ -64,6 +64,11 @@ class ModelOutput:
     def latents(self) -> torch.Tensor:
         """``(trial, time, rank)`` κ."""
         return self.latents_tm.transpose(0, 1)
+
+    @property
+    def phi_tm(self) -> torch.Tensor:
+        """``(time, trial, rnn_unit)`` activity."""
+        return torch.stack(self.phi_steps)
 
     @property
     def phi(self) -> torch.Tensor:
@@ -263,8 +268,8 @@ class LtrRNN(nn.Module):
         a: torch.Tensor,
         b: torch.Tensor,
         latent: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the fixed-step recurrence; return time-major (states (T,K,space), phi (T,K,D))."""
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Run the fixed-step recurrence; return time-major states (T,K,space) and phi per bin (K,D)."""
         alpha, n_sub = self.alpha, self.config.substeps
         rk4 = self.config.integrator is Integrator.RK4
         a_t, b_t = a.T.contiguous(), b.T.contiguous()  # (R, D): fast matmul layouts forward and backward
@@ -300,11 +305,11 @@ class LtrRNN(nn.Module):
                 k4 = rhs(s4, activity(s4), u)
                 state = state + (alpha / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
             states.append(state)
-        return torch.stack(states), torch.stack(phis)
+        return torch.stack(states), tuple(phis)
 
     def _euler_latent(
         self, state: torch.Tensor, drive: torch.Tensor, c: torch.Tensor, a_t: torch.Tensor, b_t: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Hot path: κ ← (1 − α) κ + α u_t + (α c) ⊙ (Bᵀ tanh(A κ)), seven small ops per step."""
         alpha = self.alpha
         decay = 1.0 - alpha
@@ -318,7 +323,7 @@ class LtrRNN(nn.Module):
                 break
             state = torch.addcmul(torch.add(drives[t], state, alpha=decay), F.linear(phi, b_t), scaled_c)
             states.append(state)
-        return torch.stack(states), torch.stack(phis)
+        return torch.stack(states), tuple(phis)
 
     def readout_weight(self) -> torch.Tensor:
         """Decoder matrix with the per-unit scale folded in, ``(unit, rnn_unit)``."""
@@ -352,9 +357,9 @@ class LtrRNN(nn.Module):
         states, phi = self._integrate(state0, drive, c, a, b, latent=self.config.latent_inputs)
         latents = states if self.config.latent_inputs else states @ torch.linalg.pinv(a).T
         return ModelOutput(
-            eta_tm=self._readout(phi) if readout else None,
+            eta_tm=self._readout(torch.stack(phi)) if readout else None,
             latents_tm=latents,
-            phi_tm=phi,
+            phi_steps=phi,
             inputs=inputs,
             likelihood=self.config.likelihood,  # type: ignore[arg-type]
         )
