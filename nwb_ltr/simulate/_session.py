@@ -50,7 +50,9 @@ class SimulationTruth:
 
     Teacher sessions fill ``weights`` (recurrent weights W used on each trial, with
     ``x' = -x + W tanh(x) + ...``); planted sessions fill ``a``, ``b``, ``c`` and ``initial_states``
-    (``recurrent_weights()`` gives W in both modes).
+    (``recurrent_weights()`` gives W in both modes).  Teacher states also carry per-step state noise
+    (``x_{t+1} = x_t + dt/tau (-x_t + W tanh x_t + G u_t + bias) + noise``), so the teacher's weights
+    reproduce its states only in distribution; planted states are noise-free and exact.
     """
 
     mode: str  #: "teacher" or "planted"

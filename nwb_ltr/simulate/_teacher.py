@@ -269,7 +269,7 @@ def _run_teacher(
         states[k] = x.detach().numpy()[:, 0]
         hand[k] = pos.detach().numpy()[:, 0]
     desired = np.transpose(desired_hand(timing, target_id, cfg.target_distance), (1, 0, 2))
-    theta = np.arange(8)
+    all_targets = np.arange(8)
     return TeacherRun(
         weights=weights,
         states=states,
@@ -277,7 +277,7 @@ def _run_teacher(
         desired=desired,
         reach_error=reach_error(hand, desired, timing),
         input_weights=teacher.w_in.detach().numpy().T.copy(),
-        inputs=np.transpose(_inputs(timing, theta, cfg.go_pulse_steps), (1, 0, 2)),
+        inputs=np.transpose(_inputs(timing, all_targets, cfg.go_pulse_steps), (1, 0, 2)),
         bias=teacher.bias.detach().numpy().copy(),
         force_readout=cfg.force_gain * teacher.w_out.detach().numpy().T,
         pretrain_loss=history,
