@@ -49,6 +49,7 @@ def test_every_tutorial_is_a_jupytext_percent_script():
         assert "format_name: percent" in text and text.count("# %% [markdown]") >= 3, name
 
 
+@pytest.mark.slow
 def test_quickstart(tmp_path):
     out = _run("01_quickstart.py", tmp_path)
     results = tmp_path / "sub-sim0_ses-learning_desc-ltr_ecephys.nwb"
