@@ -70,7 +70,7 @@ class TrialTiming:
 
 
 def step_times(steps: np.ndarray | int, dt: float) -> np.ndarray:
-    """Times (s) of grid steps, rounded to the microsecond so that event arithmetic stays tidy."""
+    """Times (s) of grid steps, rounded to the nanosecond so that event arithmetic stays tidy."""
     return np.round(np.asarray(steps, dtype=np.float64) * dt, 9)
 
 
