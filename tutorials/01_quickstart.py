@@ -44,8 +44,8 @@ if FAST:  # tiny settings for the test suite
     SIMULATION = dict(n_trials=(8, 12, 12), n_units=20, pretrain_steps=20, teacher_units=40)
     FIT = dict(rank=2, rnn_dim=20, max_iters=15)
 else:  # a small but real session: a few minutes on a CPU
-    SIMULATION = dict(n_trials=(30, 60, 60), n_units=50)
-    FIT = dict(rank=3, rnn_dim=50, max_iters=300)
+    SIMULATION = dict(n_trials=(20, 40, 40), n_units=40)
+    FIT = dict(rank=3, rnn_dim=40, max_iters=200)
 
 # %% [markdown]
 # ## Simulate a learning session

@@ -50,7 +50,7 @@ from nwb_ltr.cli import main as nwb_ltr_cli  # the `nwb_ltr` command, callable f
 FAST = os.environ.get("NWB_LTR_TUTORIAL_FAST") == "1"
 OUT = Path(os.environ.get("NWB_LTR_TUTORIAL_OUT", "nwb_ltr_tutorial"))
 OUT.mkdir(parents=True, exist_ok=True)
-FIT = dict(rank=2, rnn_dim=20, max_iters=15) if FAST else dict(rank=3, rnn_dim=50, max_iters=300)
+FIT = dict(rank=2, rnn_dim=20, max_iters=15) if FAST else dict(rank=3, rnn_dim=40, max_iters=200)
 
 API_URL = os.environ.get("NWB_LTR_DANDI_API_URL")
 if API_URL:  # a DANDI instance other than the archive (here: the test suite's loopback server)
@@ -63,7 +63,7 @@ else:  # no DANDI server configured: a local file plays "your own session"
     DANDISET = None
     source = OUT / "my_session.nwb"
     simulation = dict(n_trials=(8, 12, 12), n_units=20, pretrain_steps=20, teacher_units=40) if FAST else {}
-    nwb_ltr.simulate_session(source, seed=1, **dict(dict(n_trials=(30, 60, 60), n_units=50), **simulation))
+    nwb_ltr.simulate_session(source, seed=1, **dict(dict(n_trials=(20, 40, 40), n_units=40), **simulation))
 print("source:", source)
 
 # %% [markdown]

@@ -30,7 +30,9 @@
 #   whose factors change from seed to seed is not identifiable from these data.
 #
 # From the shell: `nwb_ltr select SESSION.nwb --ranks 1-6 --seeds 3 --folds 2 -o results.nwb`
-# (add `--scheduler tcp://host:8786` to run the candidates on a Dask cluster).
+# (add `--scheduler tcp://host:8786` to run the candidates on a Dask cluster); in Python,
+# `nwb_ltr.pipeline.run_select(source, ranks=..., output=...)` does open → align → select → write
+# in one call.  Below, the steps one by one.
 
 # %%
 import os
@@ -42,12 +44,12 @@ FAST = os.environ.get("NWB_LTR_TUTORIAL_FAST") == "1"
 OUT = Path(os.environ.get("NWB_LTR_TUTORIAL_OUT", "nwb_ltr_tutorial"))
 OUT.mkdir(parents=True, exist_ok=True)
 
-if FAST:  # tiny settings for the test suite
+if FAST:  # tiny settings for the test suite, one candidate after the other in this process
     SIMULATION = dict(n_trials=(8, 12, 12), n_units=15)
-    SWEEP = dict(ranks=[1, 2], rnn_dims=[15], seeds=2, folds=2, max_iters=8)
-else:  # about ten minutes on a laptop CPU; more cores (workers=...) or a Dask cluster go faster
-    SIMULATION = dict(n_trials=(20, 40, 40), n_units=40)
-    SWEEP = dict(ranks=[1, 2, 3, 4], rnn_dims=[40], seeds=3, folds=2, max_iters=200)
+    SWEEP = dict(ranks=[1, 2], rnn_dims=[15], seeds=2, folds=2, max_iters=8, workers=1)
+else:  # 13 fits (12 candidates + the refit): a few minutes on a 4-core laptop, one process per core
+    SIMULATION = dict(n_trials=(15, 30, 30), n_units=30)
+    SWEEP = dict(ranks=[1, 2, 3], rnn_dims=[30], seeds=2, folds=2, max_iters=100)
 
 # %% [markdown]
 # ## A session with a known rank
@@ -68,11 +70,12 @@ print(dict(data.sizes))
 # %% [markdown]
 # ## Run the sweep
 #
-# `workers=1` fits the candidates one after the other in this process; by default `select` uses
-# one worker process per core, and `client=` takes a Dask client or scheduler address.
+# By default `select` runs one worker process per core (`workers=1` fits the candidates one after
+# the other in this process), and `client=` takes a Dask client or scheduler address.  With
+# `sweep_dir=` every finished candidate is kept on disk, so an interrupted sweep resumes.
 
 # %%
-selection = nwb_ltr.select(data, workers=1, **SWEEP)
+selection = nwb_ltr.select(data, **SWEEP)
 print(selection.rule)
 print("selected:", selection.selected)
 
