@@ -97,6 +97,16 @@ def test_shim_maps_the_dead_extension_to_pynwb():
     assert sys.modules["ndx_icephys_meta"].icephys is ndx_icephys_meta.icephys
 
 
+def test_import_is_light():
+    code = (
+        "import sys, nwb_ltr.widgets; "
+        "print([m for m in ('nwbwidgets', 'ipywidgets', 'matplotlib', 'pynwb', 'numpy', 'torch') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
 @pytest.mark.slow
 def test_import_is_light_and_registration_is_automatic(results_file):
     """In a fresh interpreter: nothing heavy on import; nwbwidgets gets our widgets on its import,
