@@ -237,6 +237,8 @@ def run_fit(
         **kwargs,
     )
     timings["fit"] = time.perf_counter() - t0
+    # where the data came from (sha256 of a local file, or DANDI dandiset / version / asset path)
+    result.provenance["source"] = data.attrs.get("source_provenance", {"source": str(source)})
 
     from nwb_ltr.data import open_session
 
