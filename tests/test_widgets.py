@@ -124,12 +124,12 @@ def test_import_is_light_and_registration_is_automatic(results_file):
         assert ndx.LowTensorRankRNN in default_neurodata_vis_spec
         fit = nwbfile.processing["ltr"]["fit_a"]
         widget = nwb2widget(fit, default_neurodata_vis_spec)
-        print(type(widget).__name__, type(fit) is ndx.LowTensorRankRNN)
+        print(type(widget).__name__, type(fit) is ndx.LowTensorRankRNN, widget.data is not None)
         """
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-2:] == ["LtrModelWidget", "False"]
+    assert done.stdout.split()[-3:] == ["LtrModelWidget", "False", "True"]  # the stored data found too
 
 
 def test_nwb2widget_on_a_results_file_shows_our_widgets(nwbfile, nwbwidgets):

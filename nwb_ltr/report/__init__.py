@@ -84,9 +84,10 @@ def aligned_data_of(nwbfile: Any, result: FitResult) -> xr.DataArray | None:
         ``(trial, time, unit)`` with the reconstruction's coordinates, or None when the file has
         no aligned data matching this fit's trials, bins and units.
     """
-    from ndx_binned_spikes import BinnedAlignedSpikes
-
-    stored = [o for o in nwbfile.objects.values() if isinstance(o, BinnedAlignedSpikes)]
+    # by type name: a file read before ndx_binned_spikes was imported has pynwb-generated classes
+    stored = [
+        o for o in nwbfile.objects.values() if getattr(o, "neurodata_type", None) == "BinnedAlignedSpikes"
+    ]
     recon = result.reconstruction
     align_to = flat_provenance(result.provenance).get("align_to")
     if align_to in recon.coords:
