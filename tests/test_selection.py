@@ -56,6 +56,7 @@ def fake_fit(
     masks: xr.DataArray,
     fail: tuple[int, int] | None = None,
     fail_all: bool = False,
+    nan_rank: int | None = None,
     **options: Any,
 ) -> FakeFit:
     CALLS.append((rank, rnn_dim, seed, int(masks.values.sum())))
@@ -69,6 +70,8 @@ def fake_fit(
     )
     # the loss depends on the fold's masks, so that all candidates must share them
     loss = FAKE_LOSS[rank] + 0.01 * (seed - 1) + 1e-6 * float(masks.values.sum()) + 1e-3 * rnn_dim / 100
+    if rank == nan_rank:
+        loss = math.nan
     metrics = {
         "train_loss": loss - 0.1,
         "val_loss": loss + 0.01,
@@ -212,6 +215,14 @@ def test_failed_candidate_recorded(tiny: xr.DataArray, caplog: pytest.LogCapture
     assert "2 of 12 candidates failed" in caplog.text
 
 
+def test_non_finite_test_loss_is_a_failure(tiny: xr.DataArray) -> None:
+    res = select(tiny, ranks=[1, 2], rnn_dims=[4], seeds=1, folds=2, workers=1, nan_rank=2, **FAKE)
+    failed = res.failed
+    assert list(failed["rank"]) == [2, 2]
+    assert (failed.error == "the fit finished with a non-finite test loss (nan)").all()
+    assert res.selected["rank"] == 1
+
+
 def test_all_fail_raises(tiny: xr.DataArray) -> None:
     msg = "all 4 candidates failed; first error: FloatingPointError: loss became NaN at rank 1"
     with pytest.raises(FitError, match=re.escape(msg)):
@@ -319,6 +330,40 @@ def planted() -> xr.DataArray:
     return align_trials(
         session.nwbfile, "go_cue_time", (-0.6, 0.6), 0.04, condition="target_id", epoch="block"
     )
+
+
+#: sweep for the planted-rank recovery test (model settings matching the planted session: latent
+#: size >= the planted 50, the simulation's 0.02 s Euler step, per-condition initial states,
+#: trial factors that jump at block onsets)
+PLANTED_SWEEP = dict(
+    rnn_dims=[50],
+    seeds=2,
+    folds=2,
+    max_iters=400,
+    device="cpu",
+    substeps=2,
+    initial_state="per_condition",
+    gp_epoch_breaks=True,
+)
+
+
+@pytest.mark.slow
+def test_planted_rank_is_selected() -> None:
+    from nwb_ltr.align import align_trials
+    from nwb_ltr.simulate import simulate_session
+
+    session = simulate_session(planted_rank=3, n_trials=(20, 40, 40), n_units=20, seed=0)
+    data = align_trials(
+        session.nwbfile, "go_cue_time", (-0.6, 0.6), 0.04, condition="target_id", epoch="block"
+    )
+    res = select(data, ranks=range(1, 7), workers=2, refit=False, **PLANTED_SWEEP)
+    assert res.ok, res.failed
+    summary = res.summary_table.set_index("rank")
+    print(summary[["mean_test_loss", "sem_test_loss", "stability"]], res.rule, sep="\n")
+    assert res.selected["rank"] == 3, res.rule
+    # ranks below the planted one are clearly worse than the best
+    best = summary.mean_test_loss.min()
+    assert (summary.loc[[1, 2], "mean_test_loss"] > best + summary.loc[[1, 2], "sem_test_loss"]).all()
 
 
 # ------------------------------------------------------------------------------------------

@@ -120,15 +120,14 @@ def run_candidate(data: xr.DataArray, cand: Candidate, spec: TaskSpec) -> tuple[
         record.update({m: _number(metrics.get(m)) for m in METRICS})
         factors = result.trial_factors.transpose(dims.TRIAL, dims.RANK).values
         record["trial_factors"] = np.asarray(factors, dtype=np.float64)
-        loss = record["test_loss"] if cand.fold >= 0 else record["val_loss"]
+        loss = record["test_loss"]
         if cand.fold >= 0 and not np.isfinite(loss):
-            which = "test"
-            record.update(
-                failed_record(cand, f"the fit finished with a non-finite {which} loss ({loss})", seconds)
-            )
+            error = f"the fit finished with a non-finite test loss ({loss})"
+            record.update(failed_record(cand, error, seconds))
             logger.warning("candidate %s failed: %s", cand.label(), record["error"])
             return record, None
-        logger.info("candidate %s: test loss %.6g (%.1f s)", cand.label(), record["test_loss"], seconds)
+        which, value = ("test", record["test_loss"]) if cand.fold >= 0 else ("validation", record["val_loss"])
+        logger.info("candidate %s: %s loss %.6g (%.1f s)", cand.label(), which, value, seconds)
         keep = spec.keep_fits or cand.fold < 0
         return record, (result if keep else None)
     except Exception as exc:  # noqa: BLE001 - recorded in the table, reported at the end
