@@ -328,7 +328,7 @@ def planted() -> xr.DataArray:
 
     session = simulate_session(planted_rank=3, n_trials=(10, 20, 20), n_units=12, seed=0)
     return align_trials(
-        session.nwbfile, "go_cue_time", (-0.6, 0.6), 0.04, condition="target_id", epoch="block"
+        session.nwbfile, "go_cue_time", (-0.48, 0.6), 0.04, condition="target_id", epoch="block"
     )
 
 
@@ -353,8 +353,10 @@ def test_planted_rank_is_selected() -> None:
     from nwb_ltr.simulate import simulate_session
 
     session = simulate_session(planted_rank=3, n_trials=(20, 40, 40), n_units=20, seed=0)
+    # planted trials run from target onset (0.5 s before the go cue) to 0.6 s after it: the window
+    # stays inside the simulated part of each trial (no silent inter-trial bins)
     data = align_trials(
-        session.nwbfile, "go_cue_time", (-0.6, 0.6), 0.04, condition="target_id", epoch="block"
+        session.nwbfile, "go_cue_time", (-0.48, 0.6), 0.04, condition="target_id", epoch="block"
     )
     res = select(data, ranks=range(1, 7), workers=2, refit=False, **PLANTED_SWEEP)
     assert res.ok, res.failed
