@@ -120,7 +120,7 @@ def main() -> None:
     n_trials = tuple(int(v) for v in args.trials.split(","))
     session = simulate_session(planted_rank=3, n_trials=n_trials, n_units=args.units, seed=0)
     data = align_trials(
-        session.nwbfile, "go_cue_time", (-0.6, 0.6), 0.04, condition="target_id", epoch="block"
+        session.nwbfile, "go_cue_time", (-0.48, 0.6), 0.04, condition="target_id", epoch="block"
     )
     cores = os.cpu_count() or 1
     print(f"data {dict(data.sizes)}, {cores} cores, torch {torch.__version__}")
