@@ -95,11 +95,12 @@ def _dense_class() -> type:
     import torch
 
     from nwb_ltr.model import LtrRNN, ModelOutput
+    from nwb_ltr.model._ltr import fast_tanh
 
     class DenseLtrRNN(LtrRNN):
         """Same model, reference design: W_k = A diag(c_k) Bᵀ materialised as (K, D, D)."""
 
-        def forward(self, trials: torch.Tensor | None = None) -> ModelOutput:
+        def forward(self, trials: torch.Tensor | None = None, *, readout: bool = False) -> ModelOutput:
             cond = self.condition_index
             c = self.trial_factors()
             a, b = self.column_factors(), self.row_factors()
@@ -110,18 +111,17 @@ def _dense_class() -> type:
             x = self._initial(eff["initial_states"], cond)
             phis, xs = [], [x]
             for t in range(self.n_time):
-                phi = torch.tanh(x)
+                phi = fast_tanh(x)  # same nonlinearity kernel as the factored model
                 phis.append(phi)
                 if t < self.n_time - 1:
                     rec = torch.bmm(w, phi.unsqueeze(-1)).squeeze(-1)
                     x = x + self.alpha * (rec + drive[:, t] - x)
                     xs.append(x)
-            phi = torch.stack(phis)  # (T, K, D)
             latents = torch.stack(xs) @ torch.linalg.pinv(a).T
             return ModelOutput(
-                eta_tm=self._readout(phi),
+                eta_tm=self._readout(torch.stack(phis)) if readout else None,
                 latents_tm=latents,
-                phi_tm=phi,
+                phi_steps=tuple(phis),
                 inputs=inputs,
                 likelihood=self.config.likelihood,
             )

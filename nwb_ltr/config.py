@@ -177,7 +177,7 @@ class FitConfig:
     """
 
     max_iters: int = 3000
-    lr: float = 0.02
+    lr: float = 0.05
     grad_clip: float | None = 10.0
     activity_penalty: float = 0.01
     input_penalty: float = 0.01

@@ -209,14 +209,12 @@ def _match(truth: np.ndarray, fitted: np.ndarray) -> np.ndarray:
     return corr[rows, cols]
 
 
-@pytest.mark.slow
 def test_planted_rank2_trial_factors_are_recovered():
-    data, truth = planted(K=80, T=25, N=20, D=20)
+    data, truth = planted(K=80, T=25, N=30, D=20, noise=0.15)
     r = fit(data, rank=2, rnn_dim=20, max_iters=500, device="cpu", block_half_widths=(2, 2, 0))
     assert np.all(_match(truth, r.trial_factors.values) >= 0.9)
 
 
-@pytest.mark.slow
 def test_gp_prior_predicts_held_out_trials_only_when_trials_are_in_order():
     """Whole trials are test blocks: their factors come from the GP prior alone.  With the true
     trial order the prior interpolates them; with shuffled trial indices it cannot."""
@@ -264,7 +262,7 @@ def test_non_finite_loss_rolls_back_and_halves_the_learning_rate(monkeypatch, ga
     r = fit(data, max_iters=12, eval_every=100, **TINY)
     assert r.metrics["n_rollbacks"] == 1
     lr = r.history["lr"].values
-    assert lr[0] == 0.02 and lr[-1] == 0.01
+    assert lr[0] == 0.05 and lr[-1] == 0.025
     assert np.all(np.isfinite(r.trial_factors.values)) and len(r.history) == 12
 
 
