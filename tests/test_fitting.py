@@ -451,3 +451,26 @@ def test_unused_enum_choices_are_accepted_by_name():
     )
     assert cfg.input_kind is InputKind.FREE and cfg.initial_state is InitialState.PER_CONDITION
     assert cfg.integrator is Integrator.RK4
+
+
+def test_minibatches_progress_and_global_rng_untouched(gaussian_fit, capsys):
+    data, _ = gaussian_fit
+    torch_state, np_state = torch.get_rng_state(), np.random.get_state()[1].copy()
+    a = fit(data, max_iters=8, batch_size=16, eval_every=4, progress=True, **TINY)
+    b = fit(data, max_iters=8, batch_size=16, eval_every=4, **TINY)
+    same_fit(a, b)
+    assert "fit" in capsys.readouterr().err  # the tqdm bar, only with progress=True
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    np.testing.assert_array_equal(np.random.get_state()[1], np_state)
+    assert np.isfinite(a.history["val_loss"].values[::4]).all()
+
+
+def test_epoch_discontinuous_gp_prior_with_string_epochs(gaussian_fit):
+    data, _ = gaussian_fit
+    r = fit(data, max_iters=5, gp_epoch_breaks=True, **TINY)
+    assert list(np.unique(r.trial_factors.coords["epoch"].values)) == ["AD", "BL"]
+    pred = predict_trial_factors(r, [5.5, 30.5], epochs=["BL", "AD"])
+    assert np.isfinite(pred.values).all()
+    msg = "this fit has gp_epoch_breaks=True: pass the epochs of the trials to predict"
+    with pytest.raises(ConfigError, match=re.escape(msg)):
+        predict_trial_factors(r, [5.5])
