@@ -28,6 +28,14 @@ class MissingDataError(NwbLtrError, ValueError):
     """The NWB file lacks something the operation needs (trials, units, spike times, ...)."""
 
 
+class DataError(NwbLtrError, ValueError):
+    """A data tensor cannot be fitted (wrong dims, infinite values, negative counts, ...)."""
+
+
+class DataTypeError(NwbLtrError, TypeError):
+    """The data is not an ``xarray.DataArray`` of numbers."""
+
+
 class ColumnError(NwbLtrError, ValueError):
     """An unknown or unsuitable column was requested; the message lists the available ones."""
 
@@ -73,6 +81,8 @@ __all__ = [
     "ConfigError",
     "ConfigTypeError",
     "DandiError",
+    "DataError",
+    "DataTypeError",
     "FitError",
     "InvalidSourceError",
     "MissingDataError",

@@ -12,15 +12,7 @@ import xarray as xr
 
 from nwb_ltr import dims
 from nwb_ltr.config import FitConfig, Likelihood, ModelConfig, from_dict, to_dict
-from nwb_ltr.errors import ConfigError, ConfigTypeError, NwbLtrError
-
-
-class DataError(NwbLtrError, ValueError):
-    """The data tensor cannot be fitted (wrong dims, infinite values, negative counts, ...)."""
-
-
-class DataTypeError(NwbLtrError, TypeError):
-    """The data is not an ``xarray.DataArray`` of numbers."""
+from nwb_ltr.errors import ConfigError, ConfigTypeError, DataError, DataTypeError
 
 
 @dataclass
