@@ -94,7 +94,11 @@ def dask_cluster(n_workers: int = 2) -> Any:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def main() -> None:
