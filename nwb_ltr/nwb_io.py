@@ -326,4 +326,23 @@ def read_selection(path: str | os.PathLike[str]) -> pd.DataFrame | None:
         return selection_frame(tables[0]) if tables else None
 
 
-__all__ = ["default_output_name", "list_results", "read_results", "read_selection", "write_results"]
+def result_from_container(container: Any) -> FitResult:
+    """A :class:`FitResult` from a ``LowTensorRankRNN`` object of an already-open NWB file."""
+    return fit_result(container)
+
+
+def selection_from_table(table: Any) -> pd.DataFrame:
+    """The selection table (one row per candidate) from an open ``LtrModelSelection`` object."""
+    return selection_frame(table)
+
+
+__all__ = [
+    "dandi_file_name",
+    "default_output_name",
+    "list_results",
+    "read_results",
+    "read_selection",
+    "result_from_container",
+    "selection_from_table",
+    "write_results",
+]

@@ -125,8 +125,9 @@ def _load(path: Path) -> tuple[dict[str, FitResult], dict[str, xr.DataArray], pd
     from pynwb import NWBHDF5IO
 
     from nwb_ltr import nwb_io
-    from nwb_ltr._nwb_read import fit_result, selection_frame
     from nwb_ltr.ndx import LowTensorRankRNN, LtrModelSelection
+    from nwb_ltr.nwb_io import result_from_container as fit_result
+    from nwb_ltr.nwb_io import selection_from_table as selection_frame
 
     names = nwb_io.list_results(path)  # checks the file is a results file of a readable version
     with NWBHDF5IO(str(path), "r", load_namespaces=True) as io:

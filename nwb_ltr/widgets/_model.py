@@ -64,7 +64,7 @@ def _as_result(node: Any) -> tuple[str, FitResult, xr.DataArray | None]:
     """``(name, FitResult, aligned data or None)`` of a ``LowTensorRankRNN`` or a FitResult."""
     if isinstance(node, FitResult):
         return "fit", node, None
-    from nwb_ltr._nwb_read import fit_result
+    from nwb_ltr.nwb_io import result_from_container as fit_result
 
     result = fit_result(node)
     root = _root(node)
@@ -193,7 +193,7 @@ class LtrModelWidget(widgets.VBox):
 def _as_frame(node: Any) -> pd.DataFrame:
     if isinstance(node, pd.DataFrame):
         return node
-    from nwb_ltr._nwb_read import selection_frame
+    from nwb_ltr.nwb_io import selection_from_table as selection_frame
 
     return selection_frame(node)
 
