@@ -90,6 +90,13 @@ class InitialState(str, enum.Enum):
     PER_CONDITION = "per_condition"  #: one state per condition
 
 
+class TrialFactors(str, enum.Enum):
+    """How the trial factors c vary over trials."""
+
+    PER_TRIAL = "per_trial"  #: one c_k per trial under the GP prior (the low-tensor-rank RNN)
+    SHARED = "shared"  #: one c for every trial: a shared W = A diag(c) Bᵀ (a baseline; rank = rnn_dim is full rank)
+
+
 class DType(str, enum.Enum):
     """Floating-point precision of the fit."""
 
@@ -125,6 +132,8 @@ class ModelConfig:
     gp_sigma : amplitude of the smooth GP component of the trial factors.
     gp_sigma_obs : amplitude of the white (trial-to-trial) component.
     gp_epoch_breaks : make the smooth component independent across epochs (blocks).
+    trial_factors : per_trial (W_k changes over trials) or shared (one W for every trial, the
+        shared-W baselines: low matrix rank for rank < rnn_dim, full rank for rank = rnn_dim).
     """
 
     rank: int = 5
@@ -146,6 +155,7 @@ class ModelConfig:
     gp_sigma: float = 0.5
     gp_sigma_obs: float = 0.1
     gp_epoch_breaks: bool = False
+    trial_factors: TrialFactors = TrialFactors.PER_TRIAL
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nwb_ltr.config import DecoderKind, InitialState, InputKind, Integrator, Likelihood, ModelConfig
+from nwb_ltr.config import (
+    DecoderKind,
+    InitialState,
+    InputKind,
+    Integrator,
+    Likelihood,
+    ModelConfig,
+    TrialFactors,
+)
 from nwb_ltr.errors import ConfigError
 from nwb_ltr.model._inputs import FixedInputs, FreeInputs, SmoothInputs
 
@@ -222,9 +230,11 @@ class LtrRNN(nn.Module):
         return _unit_columns(self.row_raw)
 
     def trial_factors(self) -> torch.Tensor:
-        """c, ``(trial, rank)`` = mean + L z."""
+        """c, ``(trial, rank)`` = mean + L z (``trial_factors="shared"``: the mean on every trial)."""
         if self.gp_cholesky is None:
             return self.factor_mean + self.factor_z
+        if self.config.trial_factors is TrialFactors.SHARED:
+            return self.factor_mean.expand(self.factor_z.shape)
         return self.factor_mean + self.gp_cholesky @ self.factor_z
 
     def decoder_weight(self) -> torch.Tensor:
