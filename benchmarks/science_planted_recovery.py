@@ -1,0 +1,249 @@
+"""Planted-rank recovery: does cross-validated selection find R*, and are the factors recovered?
+
+Run::
+
+    python benchmarks/science_planted_recovery.py --fast            # ~3 min: R* in {1, 2}, 1 seed, small
+    python benchmarks/science_planted_recovery.py --seeds 2         # R* in {1, 2, 3, 5}, 250 trials, 100 units
+
+For every planted rank R* and session seed, a planted session is simulated (``simulate_session(
+planted_rank=R*)``), aligned (go cue, -0.48..0.6 s, 20 ms bins: 54 bins), and ``nwb_ltr.select``
+compares ranks ``max(1, R*-2) .. R*+2`` (2 folds, 1 initialisation seed, one-standard-error rule).
+On the selected rank's fold-0 fit it reports:
+
+- trial-factor recovery: mean |correlation| between planted and fitted trial factors after
+  Hungarian permutation/sign matching (on min(R*, selected) components);
+- column-subspace principal angles: the planted column factors a mapped through the planted readout
+  (``span(C_true a)`` in unit space) against the fitted ones mapped through the fitted readout
+  (``span(diag(s) Q A)``); both are R-dim subspaces of the N-dim unit space.  For reference the
+  angles to a random R-dim subspace of the same space are printed too (``angle_random_deg``).
+
+Prints one row per session and the confusion table (true vs selected rank); writes a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.linalg import subspace_angles
+from scipy.optimize import linear_sum_assignment
+
+OUT = Path(__file__).parent / "out"
+
+#: model settings matching the planted session (latent size = the planted 50, its 20 ms Euler step,
+#: per-condition initial states, trial factors that may jump at block onsets)
+PLANTED_FIT = dict(device="cpu", initial_state="per_condition", gp_epoch_breaks=True)
+
+
+def planted_data(
+    rank: int,
+    seed: int,
+    n_trials: tuple[int, int, int],
+    n_units: int,
+    bin_size: float = 0.02,
+    smooth: float | None = None,
+) -> tuple[Any, Any]:
+    """Simulate a planted session and align it; return (data, truth)."""
+    from nwb_ltr.align import align_trials
+    from nwb_ltr.simulate import simulate_session
+
+    session = simulate_session(planted_rank=rank, n_trials=n_trials, n_units=n_units, seed=seed)
+    data = align_trials(
+        session.nwbfile,
+        "go_cue_time",
+        (-0.48, 0.6),
+        bin_size,
+        condition="target_id",
+        epoch="block",
+        smooth=smooth,
+    )
+    return data, session.truth
+
+
+def truth_rows(data: Any) -> np.ndarray:
+    """Positions in the simulated trial list of the data's trials."""
+    return np.asarray(data.coords["trial_index"].values, dtype=np.int64)
+
+
+def match_corr(truth: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    """|correlation| of each matched (Hungarian) pair of components (min of the two ranks)."""
+    r = truth.shape[1]
+    corr = np.nan_to_num(np.abs(np.corrcoef(truth.T, fitted.T)[:r, r:]))
+    rows, cols = linear_sum_assignment(-corr)
+    return corr[rows, cols]
+
+
+def fitted_readout_columns(result: Any) -> np.ndarray:
+    """The fitted column factors mapped to unit space: ``diag(scale) Q A``, ``(unit, rank)``."""
+    q = result.decoder_weight.transpose("unit", "rnn_unit").values
+    s = result.decoder_scale.values
+    a = result.column_factors.transpose("rnn_unit", "rank").values
+    return (q * s[:, None]) @ a
+
+
+def principal_angles_deg(truth: Any, result: Any) -> np.ndarray:
+    """Principal angles (degrees) between span(C_true a) and the fitted span(diag(s) Q A)."""
+    planted = truth.readout_weights @ truth.a
+    return np.degrees(subspace_angles(planted, fitted_readout_columns(result)))
+
+
+def selected_fit(res: Any) -> Any:
+    """The fold-0 fit of the selected setting (best seed) from a ``keep_fits`` selection."""
+    t = res.table
+    row = t[t.selected & (t.fold == 0) & (t.seed == res.selected["seed"])].iloc[0]
+    return res.fits[row.candidate]
+
+
+def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    from nwb_ltr.selection import select
+
+    t0 = time.perf_counter()
+    data, truth = planted_data(rank, seed, tuple(args.trials), args.units)
+    ranks = list(range(max(1, rank - 2), rank + 3))
+    res = select(
+        data,
+        ranks=ranks,
+        rnn_dims=[args.rnn_dim],
+        seeds=1,
+        folds=2,
+        max_iters=args.iters,
+        workers=1,
+        refit=False,
+        keep_fits=True,
+        **PLANTED_FIT,
+    )
+    fit = selected_fit(res)
+    corr = match_corr(truth.c[truth_rows(data)], fit.trial_factors.transpose("trial", "rank").values)
+    angles = principal_angles_deg(truth, fit)
+    planted_cols = truth.readout_weights @ truth.a
+    random_cols = np.random.default_rng(seed).standard_normal(planted_cols.shape)
+    random_angles = np.degrees(subspace_angles(planted_cols, random_cols))
+    summary = res.summary_table.set_index("rank")
+    row = {
+        "true_rank": rank,
+        "seed": seed,
+        "selected": int(res.selected["rank"]),
+        "trial_corr_mean": float(corr.mean()),
+        "trial_corr_min": float(corr.min()),
+        "angle_mean_deg": float(angles.mean()),
+        "angle_max_deg": float(angles.max()),
+        "angle_random_deg": float(random_angles.mean()),
+        "seconds": time.perf_counter() - t0,
+        "test_loss": {int(k): float(v) for k, v in summary.mean_test_loss.items()},
+        "sem": {int(k): float(v) for k, v in summary.sem_test_loss.items()},
+        "shape": list(data.shape),
+    }
+    row["_factors"] = (truth.c[truth_rows(data)], fit.trial_factors.transpose("trial", "rank").values)
+    return row
+
+
+def figure(rows: list[dict[str, Any]], confusion: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax = axes[0]
+    ax.imshow(confusion.values, cmap="Blues")
+    ax.set_xticks(range(confusion.shape[1]), confusion.columns)
+    ax.set_yticks(range(confusion.shape[0]), confusion.index)
+    for i in range(confusion.shape[0]):
+        for j in range(confusion.shape[1]):
+            ax.text(j, i, int(confusion.values[i, j]), ha="center", va="center")
+    ax.set_xlabel("selected rank")
+    ax.set_ylabel("planted rank R*")
+    ax.set_title("rank selection (confusion)")
+    ax = axes[1]
+    for row in rows:
+        ks = sorted(row["test_loss"])
+        loss = np.array([row["test_loss"][k] for k in ks])
+        ax.plot(
+            np.array(ks) - row["true_rank"],
+            loss - loss.min(),
+            marker="o",
+            alpha=0.7,
+            label=f"R*={row['true_rank']} s{row['seed']}",
+        )
+    ax.axvline(0, color="k", lw=0.5)
+    ax.set_xlabel("candidate rank − R*")
+    ax.set_ylabel("mean test loss − best")
+    ax.set_title("CV test loss around R*")
+    ax.legend(fontsize=6, ncol=2)
+    ax = axes[2]
+    example = max(rows, key=lambda r: r["true_rank"] if r["selected"] == r["true_rank"] else -1)
+    true_c, fit_c = example["_factors"]
+    r = true_c.shape[1]
+    corr = np.corrcoef(true_c.T, fit_c.T)[:r, r:]
+    rows_i, cols = linear_sum_assignment(-np.abs(np.nan_to_num(corr)))
+    z = lambda x: (x - x.mean()) / (x.std() + 1e-12)  # noqa: E731
+    for k, (i, j) in enumerate(zip(rows_i, cols)):
+        ax.plot(z(true_c[:, i]) + 4 * k, color="k", lw=1)
+        ax.plot(np.sign(corr[i, j]) * z(fit_c[:, j]) + 4 * k, color="C1", lw=1, alpha=0.8)
+    ax.set_xlabel("trial")
+    ax.set_title(f"trial factors R*={example['true_rank']} (black planted, orange fitted)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fast", action="store_true", help="R* in {1, 2}, 1 seed, 120 trials, 40 units")
+    parser.add_argument("--ranks", default="1,2,3,5", help="planted ranks")
+    parser.add_argument("--seeds", type=int, default=10, help="session seeds per planted rank")
+    parser.add_argument("--trials", type=int, nargs=3, default=[50, 100, 100])
+    parser.add_argument("--units", type=int, default=100)
+    parser.add_argument("--rnn-dim", type=int, default=50)
+    parser.add_argument("--iters", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    if args.fast:
+        args.ranks, args.seeds, args.trials, args.units, args.iters = "1,2", 1, [24, 48, 48], 40, 250
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rows = []
+    for rank in [int(r) for r in args.ranks.split(",")]:
+        for seed in range(args.seeds):
+            row = run_one(rank, seed, args)
+            rows.append(row)
+            print(
+                f"R*={rank} seed={seed} selected={row['selected']} |corr|={row['trial_corr_mean']:.3f} "
+                f"angles mean/max={row['angle_mean_deg']:.1f}/{row['angle_max_deg']:.1f} deg "
+                f"({row['seconds']:.0f} s)",
+                flush=True,
+            )
+    table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    confusion = pd.crosstab(table.true_rank, table.selected).rename_axis(index="R*", columns="selected")
+    print("\nper session:")
+    print(table.drop(columns=["test_loss", "sem"]).to_string(index=False, float_format="%.3f"))
+    print("\nconfusion (rows planted R*, columns selected rank):")
+    print(confusion.to_string())
+    per_rank = table.groupby("true_rank").agg(
+        n=("seed", "size"),
+        n_correct=("selected", lambda s: int((s == table.loc[s.index, "true_rank"]).sum())),
+        trial_corr=("trial_corr_mean", "mean"),
+        angle_mean=("angle_mean_deg", "mean"),
+        angle_max=("angle_max_deg", "max"),
+        angle_random=("angle_random_deg", "mean"),
+    )
+    print("\nper planted rank:")
+    print(per_rank.to_string(float_format="%.3f"))
+    print(f"\ntotal wall time {time.perf_counter() - t0:.0f} s; settings {vars(args)}")
+    stem = "planted_recovery_fast" if args.fast else "planted_recovery"
+    figure(rows, confusion, args.out / f"{stem}.png")
+    table.to_json(args.out / f"{stem}.json", orient="records", indent=1)
+    (args.out / f"{stem}_settings.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}))
+    return table
+
+
+if __name__ == "__main__":
+    main()

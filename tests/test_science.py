@@ -1,0 +1,201 @@
+"""Fast versions of the science checks (benchmarks/science_*.py) and the baselines' contracts."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy.optimize import linear_sum_assignment
+
+from nwb_ltr import dims
+from nwb_ltr.baselines import (
+    compare_baselines,
+    masked_cp,
+    psth_baseline,
+    score,
+    shared_w_fit,
+    tca_baseline,
+)
+from nwb_ltr.errors import ConfigError
+from nwb_ltr.fitting import TEST, TRAIN, fit, make_masks
+
+TINY = dict(rnn_dim=12, device="cpu", eval_every=5)
+
+
+@pytest.fixture(scope="module")
+def planted_small() -> tuple[xr.DataArray, object]:
+    from nwb_ltr.align import align_trials
+    from nwb_ltr.simulate import simulate_session
+
+    session = simulate_session(planted_rank=2, n_trials=(8, 16, 16), n_units=10, seed=3)
+    data = align_trials(
+        session.nwbfile, "go_cue_time", (-0.48, 0.6), 0.04, condition="target_id", epoch="block"
+    )
+    return data, session.truth
+
+
+def _match(truth: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    r = truth.shape[1]
+    corr = np.abs(np.corrcoef(truth.T, fitted.T)[:r, r:])
+    rows, cols = linear_sum_assignment(-corr)
+    return corr[rows, cols]
+
+
+# ------------------------------------------------------------------------------------------
+# shared-W option of the model
+
+
+def test_shared_trial_factors_are_one_vector_and_resimulate(planted_small) -> None:
+    from nwb_ltr.model import resimulate
+
+    data, _ = planted_small
+    r = fit(data, rank=2, max_iters=20, trial_factors="shared", **TINY)
+    c = r.trial_factors.values
+    assert np.ptp(c, axis=0).max() == 0.0 and np.abs(c).min() > 0
+    assert r.config["model"]["trial_factors"] == "shared"
+    recon = r.reconstruction.values
+    assert np.abs(resimulate(r) - recon).max() <= 1e-4 * np.abs(recon).max()
+
+
+def test_per_trial_is_the_default_and_varies_over_trials(planted_small) -> None:
+    data, _ = planted_small
+    r = fit(data, rank=2, max_iters=20, **TINY)
+    assert r.config["model"]["trial_factors"] == "per_trial"
+    assert np.ptp(r.trial_factors.values, axis=0).min() > 0
+
+
+# ------------------------------------------------------------------------------------------
+# baselines
+
+
+def test_masked_cp_recovers_a_low_rank_tensor_from_observed_entries_only() -> None:
+    rng = np.random.default_rng(0)
+    factors = [rng.uniform(0.2, 1.0, (n, 3)) for n in (30, 12, 15)]
+    x = np.einsum("ir,jr,kr->ijk", *factors)
+    observed = rng.random(x.shape) > 0.3
+    garbage = np.where(observed, x, 1e6)  # unobserved entries must not be used
+    fitted = np.einsum("ir,jr,kr->ijk", *masked_cp(garbage, observed, 3, n_iter=500, tol=1e-12))
+    held_out = ~observed
+    assert np.abs(fitted[held_out] - x[held_out]).max() < 0.05 * x.max()
+    assert fitted.min() >= 0
+
+
+def test_masked_cp_rejects_a_bad_rank() -> None:
+    with pytest.raises(ConfigError, match=re.escape("CP rank must be a positive integer, got 0")):
+        masked_cp(np.ones((2, 2, 2)), np.ones((2, 2, 2), dtype=bool), 0)
+
+
+def test_psth_is_the_condition_mean_of_training_entries(planted_small) -> None:
+    data, _ = planted_small
+    masks = make_masks(data, seed=0)
+    pred = psth_baseline(data, masks)
+    values, codes = data.values, masks.values
+    cond = data.coords[dims.CONDITION].values
+    rows = cond == cond[0]
+    for k, t, n in np.argwhere(codes == TEST)[:50]:
+        same = (cond == cond[k]) & (codes[:, t, n] == TRAIN)
+        if same.any():
+            assert pred[k, t, n] == pytest.approx(values[same, t, n].mean())
+    assert np.ptp(pred[rows], axis=0).max() == 0.0  # one PSTH per condition
+    test_values = np.where(codes == TEST, 1e6, values)  # test entries must not be used
+    assert np.array_equal(psth_baseline(data.copy(data=test_values), masks), pred)
+
+
+def test_scores_use_identical_masks_and_match_the_fitter(planted_small) -> None:
+    data, _ = planted_small
+    masks = make_masks(data, seed=1)
+    ltr = fit(data, rank=2, max_iters=30, masks=masks, **TINY)
+    again = score(data, ltr.reconstruction.values, masks)
+    for key in ("test_loss", "test_r2", "test_bits_per_spike", "val_loss"):
+        assert again[key] == pytest.approx(ltr.metrics[key], rel=1e-9)
+    table = compare_baselines(
+        data, ltr, tca_ranks=[1, 2], rnn_options={"max_iters": 20, "eval_every": 5}
+    ).set_index("method")
+    assert list(table.index) == [
+        "PSTH (condition mean)",
+        "TCA (non-negative CP)",
+        "RNN shared W, full rank",
+        "RNN shared W, low rank",
+        "ltrRNN",
+    ]
+    assert table.loc["ltrRNN", "test_loss"] == pytest.approx(ltr.metrics["test_loss"], rel=1e-9)
+    assert table.loc["RNN shared W, full rank", "rank"] == 12
+    assert np.isfinite(table[["test_loss", "test_r2", "test_bits_per_spike"]].values.astype(float)).all()
+    psth = score(data, psth_baseline(data, masks), masks)
+    assert table.loc["PSTH (condition mean)", "test_loss"] == pytest.approx(psth["test_loss"])
+
+
+def test_tca_rank_is_chosen_on_validation_entries(planted_small) -> None:
+    data, _ = planted_small
+    masks = make_masks(data, seed=0)
+    tca = tca_baseline(data, masks, ranks=[1, 2, 3], n_iter=50)
+    assert tca.rank == min(tca.val_loss, key=tca.val_loss.get)
+    assert set(tca.val_loss) == {1, 2, 3} and tca.mean.shape == data.shape
+
+
+def test_compare_baselines_needs_test_masks(planted_small) -> None:
+    data, _ = planted_small
+    ltr = fit(data, rank=1, max_iters=5, **TINY)
+    ltr.masks = None
+    msg = "the ltrRNN fit has no stored test masks; fit with masks that hold test entries"
+    with pytest.raises(ConfigError, match=re.escape(msg)):
+        compare_baselines(data, ltr)
+
+
+# ------------------------------------------------------------------------------------------
+# science (fast versions of the benchmarks)
+
+
+@pytest.mark.slow
+def test_planted_rank2_trial_factors_are_recovered_from_a_simulated_session() -> None:
+    from nwb_ltr.align import align_trials
+    from nwb_ltr.simulate import simulate_session
+
+    session = simulate_session(planted_rank=2, n_trials=(20, 40, 40), n_units=40, seed=0)
+    data = align_trials(
+        session.nwbfile, "go_cue_time", (-0.48, 0.6), 0.02, condition="target_id", epoch="block"
+    )
+    r = fit(
+        data,
+        rank=2,
+        rnn_dim=30,
+        max_iters=300,
+        device="cpu",
+        initial_state="per_condition",
+        gp_epoch_breaks=True,
+    )
+    truth = session.truth.c[np.asarray(data.coords["trial_index"].values)]
+    assert _match(truth, r.trial_factors.values).min() >= 0.9
+
+
+@pytest.mark.slow
+def test_teacher_weight_change_is_low_tensor_rank() -> None:
+    from nwb_ltr.simulate import simulate_session
+
+    truth = simulate_session(n_trials=(10, 30, 30), n_units=5, seed=0).truth
+    w = np.asarray(truth.weights, dtype=np.float64)
+    dw = w - w[truth.block == "BL"].mean(axis=0)
+    f = masked_cp(dw, np.ones(dw.shape, dtype=bool), 3, n_iter=100, nonnegative=False)
+    explained = 1 - np.sum((dw - np.einsum("ir,jr,kr->ijk", *f)) ** 2) / np.sum(dw**2)
+    assert explained >= 0.9
+
+
+@pytest.mark.slow
+def test_ltr_rnn_beats_shared_w_rnns_on_a_learning_session() -> None:
+    from nwb_ltr.align import align_trials
+    from nwb_ltr.simulate import simulate_session
+
+    session = simulate_session(n_trials=(15, 30, 30), n_units=30, seed=0)
+    data = align_trials(
+        session.nwbfile, "go_cue_time", (-0.6, 0.7), 0.04, condition="target_id", epoch="block"
+    )
+    masks = make_masks(data, seed=0)
+    opts = dict(
+        rnn_dim=20, masks=masks, max_iters=200, device="cpu", substeps=2, initial_state="per_condition"
+    )
+    ltr = fit(data, rank=2, gp_epoch_breaks=True, **opts)
+    full = shared_w_fit(data, masks, rank=20, **{k: v for k, v in opts.items() if k != "masks"})
+    low = shared_w_fit(data, masks, rank=2, **{k: v for k, v in opts.items() if k != "masks"})
+    assert ltr.metrics["test_loss"] < min(full.metrics["test_loss"], low.metrics["test_loss"])
