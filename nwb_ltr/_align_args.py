@@ -15,7 +15,7 @@ import numpy as np
 
 from nwb_ltr._tables import Spikes, TrialsTable, value_kind
 from nwb_ltr.config import Transform
-from nwb_ltr.errors import AlignmentError, ColumnError
+from nwb_ltr.errors import AlignmentError, ColumnError, DataError, MissingDataError
 
 logger = logging.getLogger("nwb_ltr.align")  # messages belong to align_trials
 
@@ -239,3 +239,91 @@ def _describe(selection: Any, role: str) -> str:
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------- contents
+
+
+def _ids(ids: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(i) for i in ids[:limit].tolist())
+    return shown + (", ..." if len(ids) > limit else "")
+
+
+def check_trial_times(table: TrialsTable, chosen: np.ndarray) -> None:
+    """Reject selected trials with NaN or reversed start/stop times, or repeated trial ids.
+
+    Trials out of time order are allowed (the tensor keeps the table order), and so are overlapping
+    trials (only the event times and the window decide what is binned), with a warning.
+    """
+    _check_unique(table.ids, "trials table", "trial", "trials")
+    rows = np.flatnonzero(chosen)
+    start = np.asarray(table.columns["start_time"], dtype=float)[rows]
+    stop = np.asarray(table.columns["stop_time"], dtype=float)[rows]
+    ids = table.ids[rows]
+    bad = ~(np.isfinite(start) & np.isfinite(stop))
+    if bad.any():
+        raise MissingDataError(
+            f"the trials table has NaN/inf start_time or stop_time in {int(bad.sum())} trial(s) "
+            f"(id {_ids(ids[bad])}); fix the file or leave them out with trials= (CLI: --trials)"
+        )
+    reversed_ = stop < start
+    if reversed_.any():
+        raise DataError(
+            f"{int(reversed_.sum())} trial(s) stop before they start (id {_ids(ids[reversed_])}); "
+            "fix start_time/stop_time in the file or leave them out with trials= (CLI: --trials)"
+        )
+    if np.any(np.diff(start) < 0):  # the fitting pipeline refuses this; the tensor keeps table order
+        logger.info("the selected trials are not in time order; the tensor keeps the table order")
+        return
+    overlap = np.flatnonzero(stop[:-1] > start[1:])
+    if overlap.size:
+        k = int(overlap[0])
+        logger.warning(
+            "%d trial(s) overlap the next one (first: trial id %s ends at %g s after trial id %s starts at "
+            "%g s); each trial is still binned around its own event",
+            overlap.size,
+            ids[k],
+            stop[k],
+            ids[k + 1],
+            start[k + 1],
+        )
+
+
+def _check_unique(ids: np.ndarray, where: str, noun: str, fix: str) -> None:
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise DataError(
+            f"the {where} has duplicate {noun} ids ({_ids(unique[counts > 1])}); ids must be unique, "
+            f"fix the {fix} table of the file"
+        )
+
+
+def check_spikes(spikes: Spikes, rows: np.ndarray) -> None:
+    """Reject repeated unit ids, non-finite spike times and a selection in which no unit ever fires."""
+    _check_unique(spikes.ids, "Units table", "unit", "units")
+    finite = np.isfinite(spikes.data)
+    if not finite.all():
+        unit = int(np.searchsorted(spikes.ends, int(np.flatnonzero(~finite)[0]), side="right"))
+        raise DataError(
+            f"unit id {spikes.ids[unit]} has NaN/inf spike times; fix the spike_times of the Units table "
+            "or leave the unit out with units="
+        )
+    n_spikes = np.diff(np.concatenate([[0], spikes.ends]))[rows]
+    if not n_spikes.any():
+        raise MissingDataError(
+            f"none of the {len(rows)} units has any spike times; the Units table holds no spikes to align, "
+            "check that spike sorting results were added to the file"
+        )
+
+
+def warn_single_trial_conditions(conditions: np.ndarray, name: str) -> None:
+    """A condition seen in one trial only is allowed (its inputs are fitted from that trial), with a warning."""
+    labels, counts = np.unique(conditions.astype(str), return_counts=True)
+    single = labels[counts == 1]
+    if single.size:
+        logger.warning(
+            "%d %s value(s) have a single trial (%s); their inputs are fitted from that one trial",
+            single.size,
+            name,
+            _ids(single),
+        )

@@ -29,12 +29,15 @@ from nwb_ltr._align_args import (
     UnitSelection,
     check_complete,
     check_smooth,
+    check_spikes,
     check_transform,
+    check_trial_times,
     check_window,
     label_column,
     select_trials,
     select_units,
     time_column,
+    warn_single_trial_conditions,
 )
 from nwb_ltr._tables import (
     Spikes,
@@ -122,12 +125,17 @@ def align_trials(
     over the selected units) when the Units table has them, else from the earliest trial start or
     spike to the latest trial stop or spike.  Windows that run past a trial's own ``stop_time`` (into
     the inter-trial interval or the next trial) are kept and counted like any other bin: nothing is
-    marked missing.  Bins are left-closed ``[a, b)``, see the module docstring.
+    marked missing.  Bins are left-closed ``[a, b)``, see the module docstring.  Overlapping trials
+    and trials out of time order are allowed (with a warning), and so is a condition seen in a
+    single trial (with a warning: its inputs are fitted from that trial alone).
 
     Raises
     ------
     MissingDataError
-        No trials table, no units, or no spike times.
+        No trials table, no units, no spike times (or none at all in the selected units), or NaN
+        start/stop times in the selected trials or in the epochs table (``epoch="epochs"``).
+    DataError
+        Duplicate trial or unit ids, NaN/inf spike times, or trials that stop before they start.
     ColumnError
         An unknown column (the message lists the available ones), a non-numeric ``align_to`` column,
         or a ``condition``/``epoch`` column with missing values.
@@ -147,8 +155,10 @@ def align_trials(
     event = time_column(table, align_to)
     condition_column = None if condition is None else label_column(table, condition, "condition")
     chosen = select_trials(table, trials)
+    check_trial_times(table, chosen)
     spikes = read_spikes(nwbfile)
     unit_rows = select_units(spikes, units)
+    check_spikes(spikes, unit_rows)
 
     # drop trials with no event time, outside the recording, or outside every epoch
     stop = start + n_bins * bin_size
@@ -184,6 +194,7 @@ def align_trials(
     if condition is not None:
         condition_values = condition_column[rows]
         check_complete(condition_values, condition, "condition")
+        warn_single_trial_conditions(condition_values, condition)
     if epoch_values is not None and epoch != "epochs":
         check_complete(epoch_values[rows], epoch, "epoch")
 
@@ -241,6 +252,13 @@ def _epoch_labels(
         raise MissingDataError(
             "epoch='epochs' but the NWB file has no epochs table; pass a trials column as epoch= "
             f"(available columns: {', '.join(table.colnames)})"
+        )
+    bad = ~(np.isfinite(epochs.starts) & np.isfinite(epochs.stops))
+    if bad.any():
+        raise MissingDataError(
+            f"the epochs table has NaN/inf start_time or stop_time in {int(bad.sum())} interval(s) (row "
+            f"{', '.join(str(i) for i in np.flatnonzero(bad)[:5])}); fix the epochs table or pass a trials "
+            "column as epoch="
         )
     inside = (epochs.starts[None, :] <= event[:, None]) & (event[:, None] < epochs.stops[None, :])
     found = inside.any(axis=1)

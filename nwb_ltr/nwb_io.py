@@ -10,6 +10,7 @@ target, re-opened and verified, then renamed into place, so a crash never leaves
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -206,8 +207,7 @@ def write_results(
             raise OutputError(f"the output {target} is the source file; choose another output path")
         if target.exists() and not force:
             raise OutputError(f"{target} already exists; pass force=True (CLI: --force) to replace it")
-        if not target.parent.is_dir():
-            raise OutputError(f"folder {target.parent} does not exist; create it first")
+        check_output_folder(target)
         nwbfile = pruned_copy(src, source_script=f"nwb_ltr {__version__}")
         module = nwbfile.create_processing_module(
             name=MODULE, description=f"Low-tensor-rank RNN fits written by nwb_ltr {__version__}"
@@ -218,17 +218,23 @@ def write_results(
             module.add(selection_table(selection, fits))
         if data is not None:
             module.add(aligned_data(data, nwbfile))
+        remove_stale_partials(target)
         tmp = target.parent / f".{target.stem}.partial-{os.getpid()}.nwb"
         try:
             with NWBHDF5IO(str(tmp), "w") as io:
                 io.write(nwbfile)
-        except OSError as exc:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
-            raise OutputError(
-                f"could not write {tmp}: {exc}; check the folder is writable and has space"
-            ) from exc
-        except BaseException:
-            tmp.unlink(missing_ok=True)
+            if _disk_full(exc):
+                raise OutputError(
+                    f"disk full while writing {target}: no space left in {target.parent}; free some space "
+                    "or choose another output folder (nothing was written)"
+                ) from exc
+            if isinstance(exc, OSError):
+                raise OutputError(
+                    f"could not write {target} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                    "check the folder is writable and has space"
+                ) from exc
             raise
     try:
         _verify(tmp, fits)
@@ -240,6 +246,85 @@ def write_results(
         raise
     logger.info("wrote %d fit(s) to %s", len(fits), target)
     return target
+
+
+def check_output_folder(target: Path, *, create: bool = False) -> None:
+    """Raise :class:`OutputError` unless ``target``'s folder exists (or is created) and is writable.
+
+    Writability is judged with :func:`os.access` (so a root user passes the permission check and
+    only a real write can fail); a parent that is a regular file fails for everyone.
+    """
+    parent = target.parent
+    for folder in (parent, *parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise OutputError(
+                    f"cannot write {target}: {folder} is a file, not a folder; choose another output path"
+                )
+            break
+    if create and not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot create output folder {parent} ({exc.strerror or exc}); choose another output path"
+            ) from exc
+    if not parent.is_dir():
+        raise OutputError(f"folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"output folder {parent} is not writable; choose another output path or fix its permissions"
+        )
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it wraps) says the device is full (``ENOSPC``)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "errno", None) == errno.ENOSPC or "No space left on device" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+_PARTIAL_RE = re.compile(r"\.partial-(\d+)\.nwb$")
+
+
+def remove_stale_partials(target: Path) -> list[Path]:
+    """Delete ``.<stem>.partial-<pid>.nwb`` files beside ``target`` left by writers that died.
+
+    A temporary file is removed only when its process id does not run on this machine any more
+    (a killed writer); temporary files of live writers are kept.  Returns the removed paths.
+    """
+    removed = []
+    for candidate in target.parent.glob(f".{_glob_escape(target.stem)}.partial-*.nwb"):
+        match = _PARTIAL_RE.search(candidate.name)
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        try:
+            candidate.unlink()
+        except OSError:  # another writer removed it first, or no permission: leave it
+            continue
+        logger.info("removed %s left by a writer that no longer runs", candidate)
+        removed.append(candidate)
+    return removed
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` with glob wildcards escaped (``[*]``)."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _file_version(path: Path) -> str | None:
@@ -337,11 +422,13 @@ def selection_from_table(table: Any) -> pd.DataFrame:
 
 
 __all__ = [
+    "check_output_folder",
     "dandi_file_name",
     "default_output_name",
     "list_results",
     "read_results",
     "read_selection",
+    "remove_stale_partials",
     "result_from_container",
     "selection_from_table",
     "write_results",

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
-from nwb_ltr.errors import ConfigError, OutputError
+from nwb_ltr import dims
+from nwb_ltr.errors import ConfigError, DataError, OutputError
 from nwb_ltr.results import FitResult
 
 logger = logging.getLogger(__name__)
@@ -86,11 +88,12 @@ def choose_alignment(
 
     Pass ``condition="none"`` / ``epoch="none"`` to switch a guessed column off.
     """
-    from nwb_ltr.inspection import guess_alignment
+    from nwb_ltr.inspection import guess_alignment, summarize_session
 
     guessed: list[str] = []
     if align_to is None or condition is None or epoch is None:
-        guess = guess_alignment(nwbfile)
+        # an explicit align_to must not fail because no event column could be guessed
+        guess = guess_alignment(nwbfile) if align_to is None else summarize_session(nwbfile).suggestions
         if align_to is None:
             align_to = guess["align_to"]
             guessed.append("align_to")
@@ -143,9 +146,32 @@ def prepare(source: Any, **options: Any) -> tuple[xr.DataArray, AlignmentChoice]
             transform=choice.transform,
             smooth=choice.smooth,
         )
+    _check_fittable(data)
     data.attrs["source"] = str(source)
     data.attrs["source_provenance"] = source_provenance(source, **source_opts)
     return data, choice
+
+
+def _check_fittable(data: xr.DataArray) -> None:
+    """Refuse a tensor without a single spike, and trials out of time order (read as learning time)."""
+    if not np.any(data.values):
+        window = data.attrs.get("window", [float("nan")] * 2)
+        raise DataError(
+            f"no spikes fall in any window [{window[0]:g}, {window[1]:g}] s around {data.attrs.get('align_to')} "
+            f"of the {data.sizes[dims.TRIAL]} trials; check align_to, window and the time base of the spike times"
+        )
+    if "start_time" not in data.coords:
+        return
+    starts = np.asarray(data["start_time"].values, dtype=float)
+    back = np.flatnonzero(np.diff(starts) < 0)
+    if back.size:
+        k = int(back[0]) + 1
+        ids = data[dims.TRIAL].values
+        raise DataError(
+            f"trials are not in time order (trial id {ids[k]} starts at {starts[k]:g} s, before trial id "
+            f"{ids[k - 1]} at {starts[k - 1]:g} s); the fit reads trial order as learning time: sort the "
+            "trials table by start_time"
+        )
 
 
 def default_output_name(attrs: dict[str, Any]) -> Path:
@@ -186,6 +212,7 @@ def run_fit(
         Local path, URL or DANDI source (see :func:`nwb_ltr.data.open_session`).
     output
         Results file; default ``sub-<id>_ses-<id>_desc-ltr_ecephys.nwb`` in the current folder.
+        Its folder is created when missing; it is checked for writability before fitting.
     force
         Replace an existing output (atomically).
     dry_run
@@ -201,7 +228,7 @@ def run_fit(
     -------
     FitRun
     """
-    from nwb_ltr.nwb_io import write_results
+    from nwb_ltr.nwb_io import check_output_folder, write_results
 
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -215,6 +242,7 @@ def run_fit(
     out = Path(output) if output is not None else default_output_name(data.attrs)
     if out.exists() and not force:
         raise OutputError(f"output file already exists: {out}; pass --force (force=True) to replace it")
+    check_output_folder(out, create=True)  # fail before fitting, not after
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out)
 
     from nwb_ltr.fitting import fit
