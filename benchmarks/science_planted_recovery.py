@@ -7,7 +7,7 @@ Run::
 
 For every planted rank R* and session seed, a planted session is simulated (``simulate_session(
 planted_rank=R*)``), aligned (go cue, -0.48..0.6 s, 20 ms bins: 54 bins), and ``nwb_ltr.select``
-compares ranks ``max(1, R*-2) .. R*+2`` (2 folds, 1 initialisation seed, one-standard-error rule).
+compares ranks ``max(1, R*-1) .. R*+2`` (2 folds, 1 initialisation seed, one-standard-error rule).
 On the selected rank's fold-0 fit it reports:
 
 - trial-factor recovery: mean |correlation| between planted and fitted trial factors after
@@ -105,7 +105,7 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     data, truth = planted_data(rank, seed, tuple(args.trials), args.units)
-    ranks = list(range(max(1, rank - 2), rank + 3))
+    ranks = list(range(max(1, rank - 1), rank + 3))
     res = select(
         data,
         ranks=ranks,
