@@ -242,6 +242,9 @@ def run_fit(
     out = Path(output) if output is not None else default_output_name(data.attrs)
     if out.exists() and not force:
         raise OutputError(f"output file already exists: {out}; pass --force (force=True) to replace it")
+    local = data.attrs["source_provenance"].get("path")
+    if local is not None and Path(local) == out.resolve():
+        raise OutputError(f"the output {out.resolve()} is the source file; choose another output path")
     check_output_folder(out, create=True)  # fail before fitting, not after
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out)
 
