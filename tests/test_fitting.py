@@ -277,7 +277,8 @@ def test_persistent_non_finite_loss_raises_fit_error(monkeypatch, gaussian_fit):
         return (value * float("inf") if calls["n"] > 3 else value), val
 
     monkeypatch.setattr(_loop._metrics, "decoder_nll", broken)
-    msg = "fit diverged: non-finite loss at iteration 3 after 2 roll-backs with halved learning rate; lower lr or check the data"
+    # iteration 3 fails, the fit rolls back to the state before step 2 (the last finite loss), and fails there
+    msg = "fit diverged: non-finite loss at iteration 2 after 2 roll-backs with halved learning rate; lower lr or check the data"
     with pytest.raises(FitError, match=re.escape(msg)):
         fit(data, max_iters=12, max_nan_retries=2, eval_every=100, **TINY)
 

@@ -141,8 +141,15 @@ class Trainer:
             return float(val_sum.item()) / self.n_val
 
     # ------------------------------------------------------------------ state
-    def _snapshot(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return _clone_state(self.model), copy.deepcopy(self.optimizer.state_dict())
+    def _snapshot(self) -> dict[str, Any]:
+        """The state at the start of the current iteration, whose loss is known to be finite."""
+        return {
+            "params": _clone_state(self.model),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "iteration": self.iteration,
+            "n_history": len(self.history),
+            "early_stopping": (self.best_val, self.best_iter, self.best_state, self.bad_evals),
+        }
 
     def _rollback(self, what: str) -> None:
         self.n_rollbacks += 1
@@ -151,16 +158,20 @@ class Trainer:
                 f"fit diverged: non-finite {what} at iteration {self.iteration} after "
                 f"{self.config.max_nan_retries} roll-backs with halved learning rate; lower lr or check the data"
             )
-        params, opt_state = self._good
-        self.model.load_state_dict(params)
-        self.optimizer.load_state_dict(copy.deepcopy(opt_state))
+        at = self.iteration
+        good = self._good  # the last parameters with a finite loss, before the step that broke them
+        self.model.load_state_dict(good["params"])
+        self.optimizer.load_state_dict(copy.deepcopy(good["optimizer"]))
+        self.iteration = good["iteration"]
+        del self.history[good["n_history"] :]
+        self.best_val, self.best_iter, self.best_state, self.bad_evals = good["early_stopping"]
         self.lr /= 2.0
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         logger.warning(
             "non-finite %s at iteration %d: rolled back to the last good state, lr halved to %.3g",
             what,
-            self.iteration,
+            at,
             self.lr,
         )
 
@@ -269,6 +280,7 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     self._rollback("gradient")
                     continue
+                self._good = self._snapshot()  # finite loss and gradient here: roll back to this point
                 if evaluate and val is not None:
                     self._early_stopping_update(val, it)
                 self.optimizer.step()
@@ -284,7 +296,6 @@ class Trainer:
                         "seconds": self.elapsed,
                     }
                 )
-                self._good = self._snapshot()
                 self.iteration += 1
                 bar.update(1)
                 if evaluate:
