@@ -91,7 +91,7 @@ def plot_selection_losses(table: pd.DataFrame, ax: Axes) -> None:
 def plot_seed_stability(table: pd.DataFrame, ax: Axes) -> None:
     """Seed stability against rank: each seed's factor similarity to the best seed.
 
-    Uses the ``stability`` column (mean matched ``|cosine|`` of the trial factors to those of the
+    Uses the ``stability`` column (mean matched ``|correlation|`` of the trial factors to those of the
     best seed of the same setting and fold; the best seed itself scores 1 and is not drawn).
     Without that column the panel says so instead of guessing.
 
