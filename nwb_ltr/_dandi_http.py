@@ -13,6 +13,7 @@ for the blob.  ``$DANDI_NO_ET`` is set (if unset) so the client never checks its
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import json
 import logging
@@ -257,9 +258,11 @@ class _RetryableDownloadError(Exception):
 def download_asset(
     client: Any, remote: Any, dest: Path, digests: dict[str, str], *, timeout: float, retries: int
 ) -> Path:
-    """Download ``remote`` to ``dest`` (temp name, verify, rename), or reuse a verified copy."""
-    import requests
+    """Download ``remote`` to ``dest`` (temp name, verify, rename), or reuse a verified copy.
 
+    Concurrent downloads of the same asset into the same cache are serialised with a lock file
+    (``.<name>.lock``); temporary ``.part`` files left by killed downloaders are removed under it.
+    """
     expected = {"sha256": digests.get("dandi:sha2-256"), "dandi_etag": digests.get("dandi:dandi-etag")}
     expected = {k: v for k, v in expected.items() if v}
     if not expected:
@@ -271,12 +274,58 @@ def download_asset(
         logger.info("using cached download %s", dest)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # one download per asset at a time: a second process waits here, then reuses the verified copy
+    with _locked(dest.with_name(f".{dest.name}.lock")):
+        if _cached_copy_ok(dest, marker, remote.size, expected):
+            logger.info("using the copy %s another process just downloaded", dest)
+            return dest
+        return _download(client, remote, dest, marker, expected, timeout=timeout, retries=retries)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``fcntl.flock`` on ``path`` (created if missing; kept, it is empty).
+
+    Where ``fcntl`` does not exist (Windows) nothing is locked: downloads stay atomic (temporary
+    name, then rename), two processes may just both download.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _download(
+    client: Any,
+    remote: Any,
+    dest: Path,
+    marker: Path,
+    expected: dict[str, str],
+    *,
+    timeout: float,
+    retries: int,
+) -> Path:
+    """Download ``remote`` to a temporary name beside ``dest``, verify both digests, rename."""
+    import requests
+
     free = shutil.disk_usage(dest.parent).free
     if free < remote.size:
         raise OutputError(
             f"not enough space in {dest.parent} for {remote.path} ({remote.size} bytes, {free} free); "
             "free some space or pass --cache-dir"
         )
+    for stale in dest.parent.glob(
+        f".{glob.escape(dest.name)}.*.part"
+    ):  # we hold the lock: nobody writes them
+        logger.info("removing %s left by an interrupted download", stale)
+        stale.unlink(missing_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
     url = remote.base_download_url
     logger.info("downloading %s (%d bytes) to %s", remote.path, remote.size, dest)
@@ -314,7 +363,7 @@ def download_asset(
     finally:
         tmp.unlink(missing_ok=True)
     stat = dest.stat()
-    marker.write_text(json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, **expected}))
+    _write_marker(marker, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, **expected})
     logger.info("downloaded and verified %s", dest)
     return dest
 
@@ -370,8 +419,18 @@ def _cached_copy_ok(dest: Path, marker: Path, size: int, expected: dict[str, str
     if any(got[k] != v for k, v in expected.items()):
         logger.warning("cached %s does not match the archive's checksum; downloading it again", dest)
         return False
-    marker.write_text(json.dumps({"size": size, "mtime_ns": stat.st_mtime_ns, **expected}))
+    _write_marker(marker, {"size": size, "mtime_ns": stat.st_mtime_ns, **expected})
     return True
+
+
+def _write_marker(marker: Path, values: dict[str, Any]) -> None:
+    """Write the verification marker atomically (readers never see half a JSON document)."""
+    tmp = marker.with_name(f"{marker.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(json.dumps(values))
+        os.replace(tmp, marker)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 __all__ = ["connect", "download_asset", "network_errors"]
