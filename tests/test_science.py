@@ -172,14 +172,19 @@ def test_planted_rank2_trial_factors_are_recovered_from_a_simulated_session() ->
 
 @pytest.mark.slow
 def test_teacher_weight_change_is_low_tensor_rank() -> None:
+    """On a 70-trial teacher session a rank-3 CP explains >= 90 % of the weight change (the full
+    250-trial session needs rank 5, see docs/validation.md) and the change spans <= 2 matrices."""
     from nwb_ltr.simulate import simulate_session
 
     truth = simulate_session(n_trials=(10, 30, 30), n_units=5, seed=0).truth
     w = np.asarray(truth.weights, dtype=np.float64)
     dw = w - w[truth.block == "BL"].mean(axis=0)
-    f = masked_cp(dw, np.ones(dw.shape, dtype=bool), 3, n_iter=100, nonnegative=False)
-    explained = 1 - np.sum((dw - np.einsum("ir,jr,kr->ijk", *f)) ** 2) / np.sum(dw**2)
-    assert explained >= 0.9
+    u, s, vt = np.linalg.svd(dw.reshape(len(dw), -1), full_matrices=False)
+    assert np.sum(s[:2] ** 2) / np.sum(s**2) >= 0.95  # over trials: two directions in weight space
+    core = (s[:10, None] * vt[:10]).reshape(10, *dw.shape[1:])  # trial mode compressed (exact to 1e-3)
+    f = masked_cp(core, np.ones(core.shape, dtype=bool), 3, n_iter=100, nonnegative=False)
+    resid = np.sum((core - np.einsum("ir,jr,kr->ijk", *f)) ** 2) + np.sum(s[10:] ** 2)
+    assert 1 - resid / np.sum(s**2) >= 0.9
 
 
 @pytest.mark.slow
