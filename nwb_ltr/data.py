@@ -316,6 +316,8 @@ def _open_remote(
         try:
             h5file = h5py.File(stream, "r")
         except OSError as exc:
+            if (failure := _stream_failure(exc)) is not None:
+                raise _broken_stream(url, failure) from exc
             message = _first_line(exc)
             if "signature" in message:
                 raise NotNWBError(
@@ -326,8 +328,14 @@ def _open_remote(
                 "check the URL or download the file"
             ) from exc
         stack.callback(h5file.close)
-        with _read_nwb(h5file, url) as nwbfile:
-            yield nwbfile
+        try:
+            with _read_nwb(h5file, url) as nwbfile:
+                yield nwbfile
+        except Exception as exc:  # a read inside the block (or io.read) hit a broken stream
+            failure = _stream_failure(exc)
+            if failure is None:
+                raise
+            raise _broken_stream(url, failure) from exc
 
 
 def _probe_url(session: _BoundedSession, url: str) -> int:
@@ -363,7 +371,35 @@ def _probe_url(session: _BoundedSession, url: str) -> int:
 
 
 class _StreamError(_RemfilePermanentError):
-    """A network request failed ``retries + 1`` times (remfile does not retry it again)."""
+    """A network request failed ``retries + 1`` times (remfile does not retry it again).
+
+    ``reason`` says why the last attempt failed, ``attempts`` how many were made.
+    """
+
+    def __init__(self, message: str, reason: str = "", attempts: int = 1) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.attempts = attempts
+
+
+def _stream_failure(exc: BaseException) -> _StreamError | None:
+    """The :class:`_StreamError` behind ``exc`` (h5py and pynwb wrap it), if any."""
+    seen: BaseException | None = exc
+    for _ in range(20):  # bounded walk of the cause/context chain
+        if seen is None:
+            return None
+        if isinstance(seen, _StreamError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _broken_stream(url: str, failure: _StreamError) -> SourceNotFoundError:
+    attempts = "1 attempt" if failure.attempts == 1 else f"{failure.attempts} attempts"
+    return SourceNotFoundError(
+        f"the stream from {url} broke off ({failure.reason}, {attempts}); check the network and rerun "
+        "(maybe with a larger --timeout or --retries), or use --download"
+    )
 
 
 class _BoundedSession(requests.Session):
@@ -387,11 +423,31 @@ class _BoundedSession(requests.Session):
             try:
                 response = super().request(method, url, *args, **kwargs)
             except requests.RequestException as exc:
-                reason = _first_line(exc)
+                reason = _network_reason(exc, kwargs["timeout"])
                 logger.debug("request to %s failed (%s), attempt %d", url, reason, attempt + 1)
                 continue
             if response.status_code < 500 and response.status_code != 429:
                 return response
             reason = f"HTTP {response.status_code}"
             response.close()
-        raise _StreamError(f"{method!s} {url!s} failed {self.retries + 1} times: {reason}")
+        raise _StreamError(
+            f"{method!s} {url!s} failed {self.retries + 1} times: {reason}", reason, self.retries + 1
+        )
+
+
+def _network_reason(exc: requests.RequestException, timeout: Any) -> str:
+    """A short reason for a failed request (no connection-pool reprs)."""
+    if isinstance(exc, requests.Timeout):
+        return f"no answer within {timeout:g} s" if isinstance(timeout, (int, float)) else "timed out"
+    text = str(exc)
+    for needle, reason in (
+        ("refused", "connection refused"),
+        ("reset", "connection reset"),
+        ("IncompleteRead", "response cut short"),
+        ("Connection broken", "response cut short"),
+        ("RemoteDisconnected", "connection closed by the server"),
+        ("Name or service not known", "host name not found"),
+    ):
+        if needle in text:
+            return reason
+    return type(exc).__name__
