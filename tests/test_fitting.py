@@ -283,20 +283,24 @@ def test_persistent_non_finite_loss_raises_fit_error(monkeypatch, gaussian_fit):
         fit(data, max_iters=12, max_nan_retries=2, eval_every=100, **TINY)
 
 
+@pytest.mark.parametrize("bin_size", [1.0, 0.02])
 @pytest.mark.parametrize("likelihood", list(Likelihood))
-def test_fused_decoder_nll_matches_autograd_reference(monkeypatch, likelihood):
+def test_fused_decoder_nll_matches_autograd_reference(monkeypatch, likelihood, bin_size):
     monkeypatch.setattr(_metrics, "CHUNK_ELEMENTS", 20)  # several chunks, one partial
     g = torch.Generator().manual_seed(0)
     phi = torch.randn(5, 6, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    offset = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
+    # readout in counts per bin: eta / bin_size is O(1) Hz
+    weight = (torch.randn(7, 4, generator=g, dtype=torch.float64) * bin_size).requires_grad_()
+    offset = (torch.randn(7, generator=g, dtype=torch.float64) * bin_size).requires_grad_()
     y = torch.poisson(torch.full((5, 6, 7), 1.5, dtype=torch.float64), generator=g)
     w = (torch.rand(5, 6, 7, generator=g) > 0.3).double()
     eta = phi @ weight.T + offset
-    mean = torch.nn.functional.softplus(eta) if likelihood is Likelihood.POISSON else eta
+    # Poisson expected count: bin_size * softplus(eta / bin_size) (rate in Hz = softplus(eta / bin_size))
+    poisson = likelihood is Likelihood.POISSON
+    mean = torch.nn.functional.softplus(eta, beta=1.0 / bin_size) if poisson else eta
     nll = _metrics.elementwise_nll(mean, y, likelihood)
     ref, ref_val = (nll * w).sum(), (nll * (1 - w)).sum()
-    got, got_val = _metrics.decoder_nll(phi, weight, offset, y, w, likelihood, w_val=1 - w)
+    got, got_val = _metrics.decoder_nll(phi, weight, offset, y, w, likelihood, w_val=1 - w, bin_size=bin_size)
     np.testing.assert_allclose([got.item(), got_val.item()], [ref.item(), ref_val.item()], rtol=1e-12)
     for a, b in zip(
         torch.autograd.grad(3 * got, (phi, weight, offset)),

@@ -37,15 +37,20 @@ def _gp_kernel(model: ModelConfig) -> dict[str, float]:
 
 
 def _init_decoder(model: LtrRNN, values: np.ndarray, codes: np.ndarray, likelihood: Likelihood) -> None:
-    """Offsets (and Gaussian scales) from the per-unit statistics of the training entries only."""
+    """Offsets (and Gaussian scales) from the per-unit statistics of the training entries only.
+
+    Poisson offsets: the readout giving each unit's mean count m per bin, ``Δ softplus⁻¹(m / Δ)``
+    (expected count = ``Δ softplus(eta / Δ)``, Δ = bin size).
+    """
     train = codes == 0
     y = np.where(train, values, 0.0)
     count = train.sum(axis=(0, 1))
     overall = y.sum() / max(train.sum(), 1)
     mean = np.where(count > 0, y.sum(axis=(0, 1)) / np.maximum(count, 1), overall)
     if likelihood is Likelihood.POISSON:
-        m = np.maximum(mean, 1e-3)
-        offset = np.where(m > 20, m, np.log(np.expm1(np.minimum(m, 20))))
+        width = float(model.config.bin_size)  # type: ignore[arg-type]
+        m = np.maximum(mean / width, 1e-3)  # Hz
+        offset = width * np.where(m > 20, m, np.log(np.expm1(np.minimum(m, 20))))
         scale = np.ones_like(mean)
     else:
         var = np.where(train, (values - mean) ** 2, 0.0).sum(axis=(0, 1)) / np.maximum(count, 1)

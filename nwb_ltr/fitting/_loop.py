@@ -68,6 +68,7 @@ class Trainer:
     ) -> None:
         self.model, self.config = model, config
         self.likelihood: Likelihood = model.config.likelihood  # type: ignore[assignment]
+        self.bin_size = float(model.config.bin_size)  # type: ignore[arg-type]
         # time-major copies: the model produces (time, trial, unit) tensors
         self.y = y.transpose(0, 1).contiguous()
         self.train_w = (codes == 0).transpose(0, 1).contiguous().to(y.dtype)
@@ -113,6 +114,7 @@ class Trainer:
             w,
             self.likelihood,
             w_val=self.val_w if want_val else None,
+            bin_size=self.bin_size,
         )
         partial = keep is not None or trials is not None
         train_nll = train_sum / (w.sum().clamp_min(1.0) if partial else max(self.n_train, 1))
@@ -137,6 +139,7 @@ class Trainer:
                 self.y,
                 self.val_w,
                 self.likelihood,
+                bin_size=self.bin_size,
             )
             return float(val_sum.item()) / self.n_val
 

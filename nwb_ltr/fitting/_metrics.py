@@ -50,6 +50,7 @@ class _DecoderNLL(torch.autograd.Function):
         w: torch.Tensor,
         w_val: torch.Tensor | None,
         poisson: bool,
+        bin_size: float,
         *chunks: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n_units = weight.shape[0]
@@ -65,11 +66,11 @@ class _DecoderNLL(torch.autograd.Function):
             e = torch.addmm(offset, phi, w_t)
             yy, ww, g = y2[start:stop], w2[start:stop], deta[start:stop]
             if poisson:
-                lam = F.softplus(e).clamp_min_(1e-10)
+                lam = F.softplus(e, beta=1.0 / bin_size).clamp_min_(1e-10)  # bin * softplus(e / bin)
                 term = torch.log(lam).mul_(yy)
                 term = torch.sub(lam, term, out=term)
                 torch.div(yy, lam, out=g)
-                g.neg_().add_(1.0).mul_(torch.sigmoid(e)).mul_(ww)
+                g.neg_().add_(1.0).mul_(torch.sigmoid(e / bin_size)).mul_(ww)
             else:
                 term = e.sub_(yy)
                 torch.mul(term, ww, out=g)
@@ -94,7 +95,7 @@ class _DecoderNLL(torch.autograd.Function):
             grad_weight.addmm_(deta[start:stop].t(), phi)
             start = stop
         grad_offset = deta.sum(0).mul_(grad)
-        return (grad_weight.mul_(grad), grad_offset, None, None, None, None, *grads)
+        return (grad_weight.mul_(grad), grad_offset, None, None, None, None, None, *grads)
 
 
 def decoder_nll(
@@ -105,6 +106,7 @@ def decoder_nll(
     w: torch.Tensor,
     likelihood: Likelihood,
     w_val: torch.Tensor | None = None,
+    bin_size: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted NLL sums of the readout ``phi Wᵀ + offset`` (decoder fused with the loss).
 
@@ -118,9 +120,11 @@ def decoder_nll(
     y, w
         ``(..., unit)`` data (finite) and training weights (0 = no influence at all).
     likelihood
-        Poisson (softplus link) or Gaussian (identity link).
+        Poisson (expected count ``bin_size * softplus(eta / bin_size)``) or Gaussian (identity).
     w_val
         Optional validation weights: their sum is returned too (without gradient).
+    bin_size
+        Bin width in seconds (Poisson: the rate in Hz is ``softplus(eta / bin_size)``, design.md §2).
 
     Returns
     -------
@@ -132,7 +136,9 @@ def decoder_nll(
         chunks = tuple(flat.split(max(1, CHUNK_ELEMENTS // max(weight.shape[0], 1))))
     else:
         chunks = tuple(phi)
-    return _DecoderNLL.apply(weight, offset, y, w, w_val, likelihood is Likelihood.POISSON, *chunks)
+    return _DecoderNLL.apply(
+        weight, offset, y, w, w_val, likelihood is Likelihood.POISSON, float(bin_size), *chunks
+    )
 
 
 def _nll_np(mean: np.ndarray, y: np.ndarray, likelihood: Likelihood) -> np.ndarray:

@@ -48,6 +48,7 @@ class ModelOutput:
     phi_steps : per bin, ``(trial, rnn_unit)`` activity tanh(x) (``phi_tm`` stacks them).
     inputs : ``(condition, time, input)`` realised input time courses.
     likelihood : the observation model (decides the link).
+    bin_size : bin width Δ in seconds; the Poisson expected count is ``Δ softplus(eta / Δ)``.
     """
 
     eta_tm: torch.Tensor | None
@@ -55,6 +56,7 @@ class ModelOutput:
     phi_steps: tuple[torch.Tensor, ...]
     inputs: torch.Tensor
     likelihood: Likelihood
+    bin_size: float = 1.0
 
     @property
     def eta(self) -> torch.Tensor:
@@ -65,8 +67,13 @@ class ModelOutput:
 
     @property
     def mean(self) -> torch.Tensor:
-        """``(trial, time, unit)`` expected data: softplus(eta) counts per bin (Poisson) or eta."""
-        return F.softplus(self.eta) if self.likelihood is Likelihood.POISSON else self.eta
+        """``(trial, time, unit)`` expected data: eta (Gaussian) or, for Poisson, the expected count
+        ``Δ softplus(eta / Δ)`` (Δ = bin size): the rate in Hz is softplus of the decoder output
+        (design.md §2), with eta = Δ × decoder output expressed in counts per bin.  The count is
+        floored at 1e-10, as in the training loss (float underflow would give exact zeros)."""
+        if self.likelihood is Likelihood.POISSON:
+            return F.softplus(self.eta, beta=1.0 / self.bin_size).clamp_min(1e-10)
+        return self.eta
 
     @property
     def latents(self) -> torch.Tensor:
@@ -372,6 +379,7 @@ class LtrRNN(nn.Module):
             phi_steps=phi,
             inputs=inputs,
             likelihood=self.config.likelihood,  # type: ignore[arg-type]
+            bin_size=float(self.config.bin_size),  # type: ignore[arg-type]
         )
 
     def simulate_full(self, trials: torch.Tensor | None = None) -> torch.Tensor:
