@@ -6,7 +6,8 @@ one to choose), and :func:`score` scores any prediction with the fitter's own
 :func:`nwb_ltr.fitting.held_out_metrics` on the test entries (code 2), so every method is compared
 on identical held-out entries and in the same units.
 
-- :func:`psth_baseline`: condition-averaged training data per (condition, time, unit).
+- :func:`psth_baseline`: condition-averaged training data per (condition, time, unit), optionally
+  smoothed over time (width chosen on the validation entries by :func:`compare_baselines`).
 - :func:`tca_baseline`: non-negative CP decomposition (tensor component analysis, Williams et al.
   2018) of the data tensor fitted to the training entries by masked HALS with EM imputation; rank
   chosen on the validation entries.
@@ -88,11 +89,22 @@ def score(
     return held_out_metrics(values, mean, codes, lik)
 
 
-def psth_baseline(data: xr.DataArray, masks: Any) -> np.ndarray:
+def _smooth_time(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing along axis 0 (time) of a ``(time, unit)`` array, truncated at 3 sigma."""
+    if sigma <= 0:
+        return x
+    half = max(1, int(np.ceil(3 * sigma)))
+    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
+    padded = np.pad(x, ((half, half), (0, 0)))
+    return np.stack([kernel @ padded[t : t + 2 * half + 1] for t in range(x.shape[0])])
+
+
+def psth_baseline(data: xr.DataArray, masks: Any, *, smooth_bins: float = 0.0) -> np.ndarray:
     """Condition-averaged training data (the PSTH) on every trial of that condition.
 
     Each (condition, time, unit) is the mean of its training entries; where there is none, the
-    unit's mean over all its training entries.
+    unit's mean over all its training entries.  With ``smooth_bins > 0`` the training sums and
+    counts are both smoothed over time with a Gaussian of that sigma (in bins) before dividing.
 
     Returns
     -------
@@ -111,9 +123,9 @@ def psth_baseline(data: xr.DataArray, masks: Any) -> np.ndarray:
     out = np.empty_like(values)
     for label in np.unique(labels):
         rows = labels == label
-        count = train[rows].sum(axis=0)
-        total = y[rows].sum(axis=0)
-        out[rows] = np.where(count > 0, total / np.maximum(count, 1), unit_mean[None, :])[None]
+        count = _smooth_time(train[rows].sum(axis=0).astype(np.float64), smooth_bins)
+        total = _smooth_time(y[rows].sum(axis=0), smooth_bins)
+        out[rows] = np.where(count > 1e-9, total / np.maximum(count, 1e-9), unit_mean[None, :])[None]
     return out
 
 
@@ -257,6 +269,7 @@ def compare_baselines(
     tca_ranks: Iterable[int] = range(1, 11),
     low_rank: int | None = None,
     rnn_options: dict[str, Any] | None = None,
+    psth_smoothing: Iterable[float] = (1.0, 2.0, 4.0),
 ) -> pd.DataFrame:
     """Score PSTH, TCA, full-rank and low-rank shared-W RNNs and ``ltr`` on ``ltr``'s masks.
 
@@ -273,6 +286,9 @@ def compare_baselines(
     rnn_options
         Options of the shared-W fits (default: ``ltr``'s ``rnn_dim``, ``seed`` and any
         ModelConfig/FitConfig field given here).
+    psth_smoothing
+        Gaussian widths (bins) tried for the smoothed PSTH; the one with the lowest validation
+        loss is reported (the raw PSTH is reported too).
 
     Returns
     -------
@@ -296,6 +312,10 @@ def compare_baselines(
 
     t0 = time.perf_counter()
     add("PSTH (condition mean)", "-", psth_baseline(data, masks), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    smoothed = {sb: psth_baseline(data, masks, smooth_bins=sb) for sb in psth_smoothing}
+    best = min(smoothed, key=lambda sb: score(data, smoothed[sb], masks, lik)["val_loss"])
+    add("PSTH smoothed", f"sigma {best:g} bins", smoothed[best], time.perf_counter() - t0)
     t0 = time.perf_counter()
     tca = tca_baseline(data, masks, ranks=tca_ranks, likelihood=lik)
     add("TCA (non-negative CP)", tca.rank, tca.mean, time.perf_counter() - t0)
