@@ -278,6 +278,7 @@ def test_diverging_fit_stops_with_one_line_and_writes_nothing(
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".nwb"] == []
 
 
+@pytest.mark.slow
 def test_recovered_fit_writes_only_finite_factors(
     session: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -296,7 +297,7 @@ def test_recovered_fit_writes_only_finite_factors(
             "--rnn-dim",
             "8",
             "--max-iters",
-            "20",
+            "6",
             "--config",
             str(config),
             "--no-progress",
