@@ -197,7 +197,15 @@ def write_results(
     Raises
     ------
     OutputError
-        If the output exists (without ``force``), is the source itself, or cannot be written.
+        If the output exists (without ``force``), is the source itself, its folder is missing, a
+        file or not writable, the disk fills up (nothing is left behind), or it cannot be written.
+
+    Notes
+    -----
+    The file is written as ``.<stem>.partial-<pid>.nwb`` beside the target, re-opened and
+    verified, then renamed over the target (``os.replace``): readers never see a partial file and
+    a reader holding the old file keeps it.  Partial files of writers that no longer run on this
+    machine (killed by SIGKILL) are deleted first (:func:`remove_stale_partials`).
     """
     fits = _named(results, names)
     with _open_source(source, **source_options) as src:
