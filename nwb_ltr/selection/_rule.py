@@ -19,8 +19,10 @@ RULE_TEXT = {
     "1se": (
         "one-standard-error rule: the smallest rank (then the smallest rnn_dim, then the first "
         "value of any other swept parameter) whose mean test loss is within one standard error "
-        "of the best mean test loss; means and standard errors are taken over the successful "
-        "seeds × folds of each hyper-parameter setting"
+        "of the best mean test loss; means are taken over the successful seeds × folds of each "
+        "hyper-parameter setting, and the standard error over the same losses after subtracting "
+        "each fold's mean test loss over all successful candidates (every setting is scored on "
+        "the same test blocks of a fold, so fold-to-fold differences cancel in the comparison)"
     ),
     "min": (
         "minimum rule: the hyper-parameters with the lowest mean test loss over the successful seeds × folds"
@@ -107,18 +109,37 @@ def add_stability(table: pd.DataFrame, factors: dict[str, np.ndarray]) -> pd.Dat
     return out
 
 
+def fold_centred_losses(table: pd.DataFrame) -> pd.Series:
+    """Test losses minus their fold's mean test loss over all successful candidates.
+
+    Every candidate of a fold is scored on the same test blocks, so a fold that is harder for every
+    setting raises all of them alike; removing that offset leaves what distinguishes settings
+    (seed-to-seed and setting-by-fold variation).  NaN for failed candidates.
+    """
+    ok = table["status"] == "ok"
+    losses = table["test_loss"].where(ok).astype(float)
+    if "fold" not in table:
+        return losses
+    return losses - losses.groupby(table["fold"]).transform("mean")
+
+
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """One row per hyper-parameter setting: candidates, failures, mean ± sem test loss, stability.
 
-    ``stability`` is the mean similarity of the non-best seeds to the best seed (over folds); it
-    is NaN when a setting has a single successful seed per fold (nothing to compare).
+    ``mean_test_loss`` is the mean over the successful seeds × folds; ``sem_test_loss`` is the
+    standard error of the same losses after removing fold offsets (:func:`fold_centred_losses`),
+    the spread that matters when settings are compared on shared test blocks.  ``stability`` is
+    the mean similarity of the non-best seeds to the best seed (over folds); it is NaN when a
+    setting has a single successful seed per fold (nothing to compare).
     """
     keys = hyper_columns(table)
+    centred = fold_centred_losses(table)
     rows = []
     for values, group in table.groupby(keys, sort=False, dropna=False):
         values = values if isinstance(values, tuple) else (values,)
         ok = group[group["status"] == "ok"]
         losses = ok["test_loss"].to_numpy(dtype=float)
+        spread = centred.loc[ok.index].to_numpy(dtype=float)
         n = len(losses)
         others = pd.Series([], dtype=float)
         if "stability" in ok and n:
@@ -132,7 +153,7 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
                 "n_ok": n,
                 "n_failed": int((group["status"] != "ok").sum()),
                 "mean_test_loss": float(losses.mean()) if n else math.nan,
-                "sem_test_loss": float(losses.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan,
+                "sem_test_loss": float(spread.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan,
                 "mean_val_loss": float(ok["val_loss"].mean()) if n else math.nan,
                 "mean_test_r2": float(ok["test_r2"].mean()) if n else math.nan,
                 "mean_test_bits_per_spike": float(ok["test_bits_per_spike"].mean()) if n else math.nan,

@@ -160,7 +160,8 @@ def select(
 
     Selection rule (``rule="1se"``, the default): the smallest rank, then the smallest rnn_dim,
     whose mean test loss (over the successful seeds × folds) is within one standard error of the
-    best mean test loss.  ``rule="min"`` takes the lowest mean test loss.  The selected setting is
+    best mean test loss; the standard error is taken after removing each fold's mean test loss
+    (fold-to-fold differences in difficulty are shared by all settings and cancel).  ``rule="min"`` takes the lowest mean test loss.  The selected setting is
     then refitted on all training data with the seed of its lowest mean test loss.
 
     Parameters
