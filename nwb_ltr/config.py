@@ -19,7 +19,7 @@ from nwb_ltr.errors import ConfigError, ConfigTypeError
 class Likelihood(str, enum.Enum):
     """Observation model."""
 
-    POISSON = "poisson"  #: spike counts; rate = softplus(readout) * bin_size
+    POISSON = "poisson"  #: spike counts; rate (Hz) = softplus(readout / bin_size), count = bin_size * rate
     GAUSSIAN = "gaussian"  #: rates / z-scored rates; mean squared error
 
 
