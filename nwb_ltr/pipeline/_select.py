@@ -18,6 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from nwb_ltr.errors import OutputError
+from nwb_ltr.nwb_io import check_output_folder
 from nwb_ltr.pipeline._fit import AlignmentChoice, _split_source_options, default_output_name, prepare
 
 logger = logging.getLogger(__name__)
@@ -191,6 +192,10 @@ def run_select(
     out = Path(output) if output is not None else default_output_name(data.attrs)
     if out.exists() and not force:
         raise OutputError(f"output file already exists: {out}; pass --force (force=True) to replace it")
+    local = data.attrs.get("source_provenance", {}).get("path")
+    if local is not None and Path(local) == out.resolve():
+        raise OutputError(f"the output {out.resolve()} is the source file; choose another output path")
+    check_output_folder(out, create=True)  # fail before the sweep, not after
     sweep = Path(sweep_dir) if sweep_dir is not None else default_sweep_dir(out)
 
     t0 = time.perf_counter()
