@@ -46,8 +46,9 @@ class FitResult:
     latents
         ``(trial, time, rank)``: κ, coordinates of the state in span(A) (x ≈ A κ).
     reconstruction
-        ``(trial, time, unit)``: the model's expected data (expected counts per bin,
-        softplus(readout), for Poisson; the mean for Gaussian), same coords as the fitted data.
+        ``(trial, time, unit)``: the model's expected data (for Poisson, expected counts per bin
+        ``bin·softplus(readout/bin)``, i.e. the rate in Hz is softplus of the readout in Hz; for
+        Gaussian, the mean), same coords as the fitted data.
     history
         One row per recorded iteration: ``iteration``, ``train_loss``, ``val_loss`` (NaN when not
         evaluated), ``lr``, ``seconds``.
