@@ -167,8 +167,10 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(session_path: Path, tmp_pat
     base = [sys.executable, "-m", "nwb_ltr.cli", "fit", str(session_path), "-o", str(out), "--rank", "2",
             "--rnn-dim", "24", "--config", str(tmp_path / "c.toml"), "--no-progress", "-q"]
     (tmp_path / "c.toml").write_text("checkpoint_every = 5\npatience = 100000\n")
+    # a shell that starts the test run in the background makes children ignore SIGINT; a user's
+    # terminal does not, so give the child the default disposition (Python then raises KeyboardInterrupt)
     proc = subprocess.Popen([*base, "--max-iters", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (ckpt / "checkpoint.pt").exists():
         time.sleep(0.2)
