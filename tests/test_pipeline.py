@@ -171,12 +171,17 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(session_path: Path, tmp_pat
     # terminal does not, so give the child the default disposition (Python then raises KeyboardInterrupt)
     proc = subprocess.Popen([*base, "--max-iters", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (ckpt / "checkpoint.pt").exists():
-        time.sleep(0.2)
-    assert (ckpt / "checkpoint.pt").exists(), "no checkpoint appeared"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (ckpt / "checkpoint.pt").exists():
+            time.sleep(0.2)
+        assert (ckpt / "checkpoint.pt").exists(), "no checkpoint appeared"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # never leave the open-ended fit running
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1] == (
         "interrupted; the last checkpoint is kept: rerun the same command with --resume to continue"
