@@ -7,7 +7,7 @@ Public API: :class:`LtrRNN` (with :meth:`LtrRNN.from_result`), :class:`ModelOutp
 from __future__ import annotations
 
 from nwb_ltr.model._gp import posterior_mean, prior_cholesky, prior_covariance, rq_kernel
-from nwb_ltr.model._ltr import LtrRNN, ModelOutput
+from nwb_ltr.model._ltr import LtrRNN, ModelOutput, take_rows
 from nwb_ltr.model._restore import condition_positions, from_result, resimulate
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "prior_covariance",
     "resimulate",
     "rq_kernel",
+    "take_rows",
 ]

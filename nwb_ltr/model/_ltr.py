@@ -112,6 +112,35 @@ def fast_tanh(x: torch.Tensor) -> torch.Tensor:
     return _FastTanh.apply(x)
 
 
+class _TakeRows(torch.autograd.Function):
+    """``table[index]`` along dim 0 with a deterministic backward.
+
+    The backward of plain advanced indexing accumulates with ``index_put_(accumulate=True)``,
+    which on CPU adds float32 rows with atomic adds from several threads once the tensor has
+    more than ~32k elements: the summation order, and so the last bits of the gradient, then
+    change from run to run.  Here the gradient is the matrix product ``onehotᵀ @ grad``, whose
+    order is fixed, so fits with 2+ threads are bitwise reproducible across processes.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.n_rows = table.shape[0]
+        return table.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (index,) = ctx.saved_tensors
+        onehot = F.one_hot(index, ctx.n_rows).to(grad.dtype)  # (len(index), rows)
+        flat = grad.reshape(index.shape[0], -1)
+        return (onehot.T @ flat).reshape(ctx.n_rows, *grad.shape[1:]), None
+
+
+def take_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for a 1-D long ``index``, with a bitwise-reproducible gradient."""
+    return _TakeRows.apply(table, index)
+
+
 def _unit_columns(raw: torch.Tensor) -> torch.Tensor:
     return raw / torch.linalg.vector_norm(raw, dim=0, keepdim=True)
 
@@ -270,12 +299,12 @@ class LtrRNN(nn.Module):
         self, inputs: torch.Tensor, cond: torch.Tensor, input_map: torch.Tensor, bias: torch.Tensor
     ) -> torch.Tensor:
         per_condition = torch.matmul(inputs, input_map.T) + bias  # (C, T, space)
-        return per_condition[cond]  # (K, T, space)
+        return take_rows(per_condition, cond)  # (K, T, space)
 
     def _initial(self, init: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         if init.shape[0] == 1:
             return init.expand(cond.shape[0], init.shape[1])
-        return init[cond]
+        return take_rows(init, cond)
 
     def _integrate(
         self,
@@ -366,7 +395,7 @@ class LtrRNN(nn.Module):
         """
         cond = self.condition_index if trials is None else self.condition_index[trials]
         c = self.trial_factors()
-        c = c if trials is None else c[trials]
+        c = c if trials is None else take_rows(c, trials)
         a, b = self.column_factors(), self.row_factors()
         inputs = self.inputs()
         drive = self._drive(inputs, cond, self.input_map_raw, self.bias_raw)
@@ -391,7 +420,7 @@ class LtrRNN(nn.Module):
         """
         cond = self.condition_index if trials is None else self.condition_index[trials]
         c = self.trial_factors()
-        c = c if trials is None else c[trials]
+        c = c if trials is None else take_rows(c, trials)
         a, b = self.column_factors(), self.row_factors()
         eff = self.effective_parameters()
         drive = self._drive(self.inputs(), cond, eff["input_map"], eff["bias"])
