@@ -97,6 +97,13 @@ class TrialFactors(str, enum.Enum):
     SHARED = "shared"  #: one c for every trial: a shared W = A diag(c) Bᵀ (a baseline; rank = rnn_dim is full rank)
 
 
+class DecoderInit(str, enum.Enum):
+    """Starting value of the orthogonal decoder."""
+
+    RANDOM = "random"  #: a random orthonormal map (from the seed)
+    PCA = "pca"  #: maps the column factors a_r onto the data's leading principal components (training entries)
+
+
 class DType(str, enum.Enum):
     """Floating-point precision of the fit."""
 
@@ -175,7 +182,11 @@ class FitConfig:
     trial_dropout : fraction of trials left out of the loss at each step (0 = none).
     batch_size : trials per step (None = full batch).
     eval_every : iterations between validation evaluations.
-    patience : evaluations without relative improvement > min_delta before stopping (None = never).
+    patience : evaluations without relative improvement > min_delta before the learning rate is
+        lowered (while ``lr_decays`` remain) or the fit stops (None = never).
+    lr_decays : times the learning rate is multiplied by ``lr_decay_factor`` when the validation loss
+        stops improving, before early stopping ends the fit (0 = stop at the first plateau).
+    lr_decay_factor : factor applied to the learning rate at each plateau, in (0, 1).
     min_delta : relative improvement of the validation loss that resets the patience.
     test_fraction : fraction of entries in test blocks.
     val_fraction : fraction of entries in validation blocks (early stopping).
@@ -186,6 +197,9 @@ class FitConfig:
     checkpoint_every : iterations between checkpoints (when a checkpoint folder is given).
     max_nan_retries : roll-backs (each halving the learning rate) before a non-finite loss is fatal.
     dtype : float32 or float64.
+    decoder_init : random, or pca: the orthogonal decoder starts by reading the column factors
+        a_1..a_R out along the leading principal components of the condition-averaged training
+        entries (the rest of the map stays random and orthonormal).
     """
 
     max_iters: int = 3000
@@ -198,6 +212,8 @@ class FitConfig:
     batch_size: int | None = None
     eval_every: int = 5
     patience: int | None = 20
+    lr_decays: int = 0
+    lr_decay_factor: float = 0.3
     min_delta: float = 1e-4
     test_fraction: float = 0.2
     val_fraction: float = 0.1
@@ -208,6 +224,7 @@ class FitConfig:
     checkpoint_every: int = 100
     max_nan_retries: int = 5
     dtype: DType = DType.FLOAT32
+    decoder_init: DecoderInit = DecoderInit.RANDOM
 
 
 T = TypeVar("T")

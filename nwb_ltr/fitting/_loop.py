@@ -89,6 +89,7 @@ class Trainer:
         self.best_iter = -1
         self.best_state: dict[str, torch.Tensor] | None = None
         self.bad_evals = 0
+        self.n_decays = 0
         self.n_rollbacks = 0
         self.elapsed = 0.0
         self.stopped_reason: str | None = None
@@ -151,7 +152,7 @@ class Trainer:
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "iteration": self.iteration,
             "n_history": len(self.history),
-            "early_stopping": (self.best_val, self.best_iter, self.best_state, self.bad_evals),
+            "early_stopping": (self.best_val, self.best_iter, self.best_state, self.bad_evals, self.n_decays),
         }
 
     def _rollback(self, what: str) -> None:
@@ -167,7 +168,7 @@ class Trainer:
         self.optimizer.load_state_dict(copy.deepcopy(good["optimizer"]))
         self.iteration = good["iteration"]
         del self.history[good["n_history"] :]
-        self.best_val, self.best_iter, self.best_state, self.bad_evals = good["early_stopping"]
+        self.best_val, self.best_iter, self.best_state, self.bad_evals, self.n_decays = good["early_stopping"]
         self.lr /= 2.0
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
@@ -196,6 +197,7 @@ class Trainer:
             "best_val": self.best_val,
             "best_iter": self.best_iter,
             "bad_evals": self.bad_evals,
+            "n_decays": self.n_decays,
             "n_rollbacks": self.n_rollbacks,
             "elapsed": self.elapsed,
             "stopped_reason": self.stopped_reason,
@@ -230,6 +232,7 @@ class Trainer:
             "best_val",
             "best_iter",
             "bad_evals",
+            "n_decays",
             "n_rollbacks",
             "elapsed",
             "stopped_reason",
@@ -306,13 +309,25 @@ class Trainer:
                 if self.checkpoint_path is not None and self.iteration % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                 if cfg.patience is not None and self.bad_evals >= cfg.patience:
-                    self.stopped_reason = "early_stopping"
-                    break
+                    if self.n_decays < cfg.lr_decays:
+                        self._decay_lr()
+                    else:
+                        self.stopped_reason = "early_stopping"
+                        break
         finally:
             bar.close()
         if self.stopped_reason is None:
             self.stopped_reason = "max_iters"
         self.save_checkpoint()
+
+    def _decay_lr(self) -> None:
+        """Validation plateau with decays left: lower the learning rate and wait ``patience`` again."""
+        self.n_decays += 1
+        self.bad_evals = 0
+        self.lr *= self.config.lr_decay_factor
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        logger.debug("validation plateau at iteration %d: lr lowered to %.3g", self.iteration, self.lr)
 
     def _early_stopping_update(self, val: float, it: int) -> None:
         if val < self.best_val - self.config.min_delta * abs(self.best_val) or self.best_state is None:

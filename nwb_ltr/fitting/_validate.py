@@ -98,9 +98,11 @@ def _check_ranges(model: ModelConfig, fit: FitConfig) -> None:
         "n_folds",
     ):
         _positive(name, getattr(fit, name))
-    for name in ("activity_penalty", "input_penalty", "prior_weight", "min_delta", "max_nan_retries"):
+    for name in ("activity_penalty", "input_penalty", "prior_weight", "min_delta", "max_nan_retries", "lr_decays"):
         if getattr(fit, name) < 0:
             raise ConfigError(f"{name} must be non-negative, got {getattr(fit, name)}")
+    if not 0.0 < fit.lr_decay_factor < 1.0:
+        raise ConfigError(f"lr_decay_factor must be in (0, 1), got {fit.lr_decay_factor}")
     if not 0.0 <= fit.trial_dropout < 1.0:
         raise ConfigError(f"trial_dropout must be in [0, 1), got {fit.trial_dropout}")
 
