@@ -184,3 +184,12 @@ def test_gp_posterior_mean_interpolates_a_smooth_ramp():
         sigma_obs=0.01,
     )
     np.testing.assert_allclose(pred, [[0.3, -0.15], [0.5, -0.25]], atol=0.02)
+
+
+def test_init_gain_sets_the_starting_trial_factor_magnitude_with_the_seeds_signs():
+    drawn = make_model(seed=3).factor_mean.detach()
+    gained = make_model(seed=3, init_gain=1.5).factor_mean.detach()
+    np.testing.assert_array_equal(gained.abs().numpy(), np.full(gained.shape, 1.5, dtype=np.float32))
+    np.testing.assert_array_equal(torch.sign(gained).numpy(), torch.sign(drawn).numpy())
+    # nothing else changes: the same random stream draws the other parameters
+    assert torch.equal(make_model(seed=3).column_raw, make_model(seed=3, init_gain=1.5).column_raw)

@@ -14,7 +14,16 @@ import torch
 import xarray as xr
 
 from nwb_ltr import dims
-from nwb_ltr.config import DecoderInit, DecoderKind, DType, FitConfig, InputWindow, Likelihood, ModelConfig, to_dict
+from nwb_ltr.config import (
+    DecoderInit,
+    DecoderKind,
+    DType,
+    FitConfig,
+    InputWindow,
+    Likelihood,
+    ModelConfig,
+    to_dict,
+)
 from nwb_ltr.errors import ConfigError, ConfigTypeError, FitError
 from nwb_ltr.fitting._loop import Trainer
 from nwb_ltr.fitting._masks import make_masks

@@ -85,6 +85,7 @@ def _check_ranges(model: ModelConfig, fit: FitConfig) -> None:
         "gp_sigma",
         "gp_sigma_obs",
         "bin_size",
+        "init_gain",
     ):
         _positive(name, getattr(model, name))
     for name in (

@@ -214,6 +214,9 @@ class LtrRNN(nn.Module):
         self.column_raw = randn(dim, rank)
         self.row_raw = randn(dim, rank)
         self.factor_mean = randn(rank)
+        if config.init_gain is not None:  # random signs, magnitude init_gain (same random stream)
+            with torch.no_grad():
+                self.factor_mean.copy_(torch.where(self.factor_mean >= 0, 1.0, -1.0) * config.init_gain)
         self.factor_z = nn.Parameter(torch.zeros(n_trials, rank, dtype=dtype))
         if inputs is not None:
             self.inputs: nn.Module = FixedInputs(inputs.to(dtype))
