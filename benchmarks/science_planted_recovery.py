@@ -34,20 +34,12 @@ import torch
 from scipy.linalg import subspace_angles
 from scipy.optimize import linear_sum_assignment
 
+from nwb_ltr.simulate import PLANTED_FIT_OPTIONS
+
 OUT = Path(__file__).parent / "out"
 
-#: model settings matching the planted session (latent size = the planted 50, its 20 ms Euler step,
-#: per-condition initial states, trial factors that may jump at block onsets)
-PLANTED_FIT = dict(
-    device="cpu",
-    initial_state="per_condition",
-    gp_epoch_breaks=True,
-    # the spike-count settings of README "Choosing the rank" (measured better on these sessions)
-    activity_penalty=0.0,
-    input_penalty=0.0,
-    gp_sigma_obs=0.01,
-    init_gain=1.0,
-)
+#: fit options for the planted sessions (see nwb_ltr.simulate.PLANTED_FIT_OPTIONS; rnn_dim is --rnn-dim)
+PLANTED_FIT = dict(device="cpu", **PLANTED_FIT_OPTIONS)
 
 
 def planted_data(

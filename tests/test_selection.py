@@ -22,6 +22,7 @@ import xarray as xr
 from nwb_ltr import dims
 from nwb_ltr.errors import ConfigError, FitError
 from nwb_ltr.selection import choose, factor_similarity, select, summarize
+from nwb_ltr.simulate import PLANTED_FIT_OPTIONS
 
 # ------------------------------------------------------------------------------------------
 # a fake fitter (module level, so worker processes can unpickle it)
@@ -362,26 +363,9 @@ def planted() -> xr.DataArray:
     )
 
 
-#: sweep for the planted-rank recovery test: model settings matching the planted session (latent
-#: size = the planted 50, bins = the simulation's 0.02 s Euler step, per-condition initial states,
-#: trial factors that jump at block onsets); 2 seeds x 3 folds per rank.  The spike-count settings
-#: README "Choosing the rank" recommends: no activity/input penalties (the planted latent states and
-#: inputs are large, so the penalties biased every fit), little white trial-to-trial variability,
-#: unit starting gain (measured on simulation seed 1: the rank-3 fits' mean test loss fell from
-#: 0.5565 to 0.5502, the truth scores 0.5449, and the selection moved from 4 to 3).
-PLANTED_SWEEP = dict(
-    rnn_dims=[50],
-    seeds=2,
-    folds=3,
-    max_iters=1000,
-    device="cpu",
-    initial_state="per_condition",
-    gp_epoch_breaks=True,
-    activity_penalty=0.0,
-    input_penalty=0.0,
-    gp_sigma_obs=0.01,
-    init_gain=1.0,
-)
+#: sweep for the planted-rank recovery test: latent size = the planted 50 and the planted-session fit
+#: options (nwb_ltr.simulate.PLANTED_FIT_OPTIONS); 2 seeds x 3 folds per rank
+PLANTED_SWEEP = dict(rnn_dims=[50], seeds=2, folds=3, max_iters=1000, device="cpu", **PLANTED_FIT_OPTIONS)
 
 
 @pytest.mark.slow

@@ -340,3 +340,17 @@ def test_hand_filter_equals_step_by_step_point_mass(curl: float) -> None:
         path.append(pos)
     got = teacher.hand_filter(curl).double().numpy() @ force.reshape(-1)
     np.testing.assert_allclose(got.reshape(-1, 2), np.array(path), rtol=1e-5, atol=1e-5)
+
+
+def test_planted_fit_options_are_valid_fit_settings(planted: SimulatedSession) -> None:
+    """The options the planted recovery test and benchmark share are accepted and recorded."""
+    from nwb_ltr.align import align_trials
+    from nwb_ltr.fitting import fit
+    from nwb_ltr.simulate import PLANTED_FIT_OPTIONS
+
+    data = align_trials(
+        planted.nwbfile, "go_cue_time", (-0.5, 0.6), 0.02, condition="target_id", epoch="block"
+    )
+    r = fit(data.isel(trial=slice(0, 30)), rank=2, rnn_dim=8, max_iters=3, device="cpu", **PLANTED_FIT_OPTIONS)
+    recorded = {**r.config["model"], **r.config["fit"]}
+    assert {k: recorded[k] for k in PLANTED_FIT_OPTIONS} == PLANTED_FIT_OPTIONS

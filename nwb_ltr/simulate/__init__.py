@@ -13,7 +13,7 @@ Both return the ground truth (:class:`SimulationTruth`) next to the NWBFile.
 
 from __future__ import annotations
 
-from nwb_ltr.simulate._planted import PlantedConfig
+from nwb_ltr.simulate._planted import PLANTED_FIT_OPTIONS, PlantedConfig
 from nwb_ltr.simulate._session import (
     PLANTED_TIMING,
     TEACHER_TIMING,
@@ -25,6 +25,7 @@ from nwb_ltr.simulate._task import TrialTiming
 from nwb_ltr.simulate._teacher import TeacherConfig
 
 __all__ = [
+    "PLANTED_FIT_OPTIONS",
     "PLANTED_TIMING",
     "TEACHER_TIMING",
     "PlantedConfig",
