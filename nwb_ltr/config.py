@@ -97,13 +97,6 @@ class TrialFactors(str, enum.Enum):
     SHARED = "shared"  #: one c for every trial: a shared W = A diag(c) Bᵀ (a baseline; rank = rnn_dim is full rank)
 
 
-class DecoderInit(str, enum.Enum):
-    """Starting value of the orthogonal decoder."""
-
-    RANDOM = "random"  #: a random orthonormal map (from the seed)
-    PCA = "pca"  #: reads the column factors a_r out along the leading principal components of the data
-
-
 class DType(str, enum.Enum):
     """Floating-point precision of the fit."""
 
@@ -206,9 +199,6 @@ class FitConfig:
     checkpoint_every : iterations between checkpoints (when a checkpoint folder is given).
     max_nan_retries : roll-backs (each halving the learning rate) before a non-finite loss is fatal.
     dtype : float32 or float64.
-    decoder_init : random, or pca: the orthogonal decoder starts by reading the column factors
-        a_1..a_R out along the leading principal components of the condition-averaged training
-        entries (the rest of the map stays random and orthonormal).
     """
 
     max_iters: int = 3000
@@ -233,7 +223,6 @@ class FitConfig:
     checkpoint_every: int = 100
     max_nan_retries: int = 5
     dtype: DType = DType.FLOAT32
-    decoder_init: DecoderInit = DecoderInit.RANDOM
 
 
 T = TypeVar("T")

@@ -502,37 +502,3 @@ def test_plateaus_lower_the_learning_rate_before_early_stopping(gaussian_fit, tm
     same_fit(decayed, fit(data, checkpoint_dir=tmp_path, resume=True, **opts))
     with pytest.raises(ConfigError, match=re.escape("lr_decay_factor must be in (0, 1), got 1.5")):
         fit(data, lr_decay_factor=1.5, **TINY)
-
-
-@pytest.mark.parametrize("shape", [dict(N=10, D=12), dict(N=10, D=6)])
-def test_pca_decoder_init_reads_the_column_factors_out_along_the_leading_components(shape):
-    from nwb_ltr.fitting._fit import _pca_decoder
-
-    data, _ = planted(likelihood="poisson", N=shape["N"], D=12)
-    values = data.values
-    cond = np.arange(data.sizes["trial"]) % 4
-    cfg = ModelConfig(rank=2, rnn_dim=shape["D"], likelihood=Likelihood.POISSON, bin_size=0.02)
-    model = LtrRNN(
-        n_units=shape["N"],
-        n_time=data.sizes["time"],
-        condition_index=torch.as_tensor(cond),
-        n_conditions=4,
-        input_active=torch.ones(data.sizes["time"], dtype=torch.bool),
-        config=cfg,
-        generator=torch.Generator().manual_seed(0),
-    )
-    codes = np.zeros(values.shape, dtype=np.int8)
-    _pca_decoder(model, values, codes, cond, seed=0)
-    q = model.decoder_weight().detach().double().numpy()  # (N, D)
-    small = min(q.shape)
-    gram = q @ q.T if q.shape[0] == small else q.T @ q
-    np.testing.assert_allclose(gram, np.eye(small), atol=1e-5)
-    # Q A spans the two leading principal components of the condition-averaged data
-    psth = np.stack([values[cond == c].mean(axis=0) for c in range(4)]).reshape(-1, shape["N"])
-    _, _, vt = np.linalg.svd(psth - psth.mean(axis=0))
-    qa = q @ model.column_factors().detach().double().numpy()
-    basis = np.linalg.qr(qa)[0]
-    cosines = np.linalg.svd(basis.T @ vt[:2].T, compute_uv=False)
-    np.testing.assert_allclose(cosines, 1.0, atol=1e-4)
-    with pytest.raises(ConfigError, match=re.escape("decoder_init='pca' needs decoder='orthogonal'")):
-        fit(data, decoder_init="pca", decoder="linear", max_iters=2, **TINY)

@@ -14,16 +14,7 @@ import torch
 import xarray as xr
 
 from nwb_ltr import dims
-from nwb_ltr.config import (
-    DecoderInit,
-    DecoderKind,
-    DType,
-    FitConfig,
-    InputWindow,
-    Likelihood,
-    ModelConfig,
-    to_dict,
-)
+from nwb_ltr.config import DType, FitConfig, InputWindow, Likelihood, ModelConfig, to_dict
 from nwb_ltr.errors import ConfigError, ConfigTypeError, FitError
 from nwb_ltr.fitting._loop import Trainer
 from nwb_ltr.fitting._masks import make_masks
@@ -67,44 +58,6 @@ def _init_decoder(model: LtrRNN, values: np.ndarray, codes: np.ndarray, likeliho
     with torch.no_grad():
         model.decoder_offset.copy_(torch.as_tensor(offset, dtype=model.decoder_offset.dtype))
         model.decoder_scale.copy_(torch.as_tensor(scale, dtype=model.decoder_scale.dtype))
-
-
-def _pca_decoder(
-    model: LtrRNN, values: np.ndarray, codes: np.ndarray, condition_index: np.ndarray, seed: int
-) -> None:
-    """Start the orthogonal decoder so that Q a_r is the r-th principal component of the data.
-
-    The components come from the condition-averaged training entries (``(condition, time, unit)``
-    means, centred per unit), which averages out most Poisson noise.  With A = A_o R_a (QR),
-    Q = U_m [A_o, A_⊥]ᵀ where U_m are the leading m = min(N, D) components and A_⊥ a random
-    orthonormal completion: Q keeps orthonormal rows (N <= D) or columns (N > D), and
-    Q A = U_R R_a reads the latent state out along the data's dominant directions.
-    """
-    n_units, dim, rank = model.n_units, model.config.rnn_dim, model.config.rank
-    train = codes == 0
-    y = np.where(train, np.nan_to_num(values), 0.0)
-    sums = np.zeros((model.n_conditions, y.shape[1], n_units))
-    counts = np.zeros_like(sums)
-    np.add.at(sums, condition_index, y)
-    np.add.at(counts, condition_index, train.astype(np.float64))
-    unit_mean = y.sum(axis=(0, 1)) / np.maximum(train.sum(axis=(0, 1)), 1)
-    psth = np.where(counts > 0, sums / np.maximum(counts, 1), unit_mean)
-    centred = (psth - psth.mean(axis=(0, 1))).reshape(-1, n_units)
-    _, _, vt = np.linalg.svd(centred, full_matrices=True)
-    m = min(n_units, dim)
-    u = vt.T[:, :m]  # (N, m) leading components, orthonormal
-    rng = np.random.default_rng([seed, 7])
-    with torch.no_grad():
-        a = model.column_factors().detach().double().cpu().numpy()
-    k = min(rank, m)
-    a_o, _ = np.linalg.qr(a[:, :k])
-    fill = rng.standard_normal((dim, m - k))
-    fill -= a_o @ (a_o.T @ fill)
-    basis = np.concatenate([a_o, np.linalg.qr(fill)[0]], axis=1) if m > k else a_o  # (D, m)
-    q = u @ basis.T  # (N, D)
-    raw = q.T if dim >= n_units else q
-    with torch.no_grad():
-        model.decoder_raw.copy_(torch.as_tensor(raw, dtype=model.decoder_raw.dtype))
 
 
 def _fingerprint(
@@ -252,10 +205,6 @@ def fit(
         dtype=dtype,
     )
     _init_decoder(model, prep.values, codes, model_cfg.likelihood)  # type: ignore[arg-type]
-    if fit_cfg.decoder_init is DecoderInit.PCA:
-        if model_cfg.decoder is not DecoderKind.ORTHOGONAL:
-            raise ConfigError("decoder_init='pca' needs decoder='orthogonal'")
-        _pca_decoder(model, prep.values, codes, np.asarray(prep.condition_index), seed)
     model.to(dev)
     y = torch.as_tensor(np.nan_to_num(prep.values, nan=0.0), dtype=dtype, device=dev)
     trainer = Trainer(
