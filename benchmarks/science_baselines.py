@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--trials", type=int, nargs=3, default=[50, 100, 100])
     parser.add_argument("--units", type=int, default=100)
     parser.add_argument("--rnn-dim", type=int, default=50)
-    parser.add_argument("--iters", type=int, default=400)
+    parser.add_argument("--iters", type=int, default=2000)
     parser.add_argument("--teacher-rank", type=int, default=3)
     parser.add_argument("--planted-rank", type=int, default=3)
     parser.add_argument("--tca-max", type=int, default=10)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if args.fast:
-        args.trials, args.units, args.iters, args.rnn_dim, args.tca_max = [20, 40, 40], 30, 200, 30, 6
+        args.trials, args.units, args.iters, args.rnn_dim, args.tca_max = [20, 40, 40], 30, 1000, 30, 6
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     claim = args.out / "teacher_claim.json"

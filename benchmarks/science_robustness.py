@@ -39,13 +39,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--trials", type=int, nargs=3, default=[50, 100, 100])
     parser.add_argument("--units", type=int, default=100)
     parser.add_argument("--rnn-dim", type=int, default=50)
-    parser.add_argument("--iters", type=int, default=400)
+    parser.add_argument("--iters", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     variants = VARIANTS
     if args.fast:
-        args.rank, args.sessions, args.trials, args.units, args.iters = 2, 1, [24, 48, 48], 40, 250
+        args.rank, args.sessions, args.trials, args.units, args.iters = 2, 1, [24, 48, 48], 40, 1000
         variants = VARIANTS[::2]
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,10 @@ only in the preparatory period (before the go cue).  The trial factors c are smo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
@@ -31,15 +34,17 @@ N_INPUTS = 3
 #: unit starting gain, and lr 0.01 (at 0.05 the validation loss oscillates and early stopping
 #: catches some fits in a stall 0.015 nats/entry above the truth; give ~2000 iterations).  On
 #: R* = 3 sessions of 100 trials × 50 units these select rank 3 for simulation seeds 0, 1 and 2.
-PLANTED_FIT_OPTIONS = {
-    "initial_state": "per_condition",
-    "gp_epoch_breaks": True,
-    "activity_penalty": 0.0,
-    "input_penalty": 0.0,
-    "gp_sigma_obs": 0.01,
-    "init_gain": 1.0,
-    "lr": 0.01,
-}
+PLANTED_FIT_OPTIONS: Mapping[str, Any] = MappingProxyType(
+    {
+        "initial_state": "per_condition",
+        "gp_epoch_breaks": True,
+        "activity_penalty": 0.0,
+        "input_penalty": 0.0,
+        "gp_sigma_obs": 0.01,
+        "init_gain": 1.0,
+        "lr": 0.01,
+    }
+)
 
 
 @dataclass(frozen=True)
