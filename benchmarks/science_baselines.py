@@ -23,14 +23,18 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from science_planted_recovery import PLANTED_FIT, planted_data
+from science_planted_recovery import PLANTED_FIT, planted_data, truth_mean
 from science_teacher_claim import TEACHER_FIT, teacher_data
 
 OUT = Path(__file__).parent / "out"
 
 
-def run_session(name: str, data, rank: int, args: argparse.Namespace, fit_options: dict) -> pd.DataFrame:
-    from nwb_ltr.baselines import compare_baselines
+def run_session(
+    name: str, data, rank: int, args: argparse.Namespace, fit_options: dict, truth=None
+) -> pd.DataFrame:
+    """Fit ltrRNN at ``rank`` and score every baseline on its masks; with ``truth`` (a planted
+    session) add the planted model's own score on the same entries (the best any fit can do)."""
+    from nwb_ltr.baselines import compare_baselines, score
     from nwb_ltr.fitting import fit, make_masks
 
     masks = make_masks(data, seed=0, fold=0)
@@ -41,6 +45,11 @@ def run_session(name: str, data, rank: int, args: argparse.Namespace, fit_option
         tca_ranks=range(1, args.tca_max + 1),
         rnn_options={"max_iters": args.iters, **fit_options},
     )
+    if truth is not None:
+        m = score(data, truth_mean(data, truth), masks)
+        row = {"method": "planted truth (generating model)", "rank": rank}
+        row.update({k: m[k] for k in ("test_loss", "test_r2", "test_bits_per_spike", "val_loss")})
+        table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
     table.insert(0, "session", name)
     print(f"\n{name}: data {tuple(data.shape)}, {int((masks.values == 2).sum())} test entries")
     print(table.drop(columns="session").to_string(index=False, float_format="%.4f"), flush=True)
@@ -57,7 +66,7 @@ def figure(table: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, len(sessions), figsize=(5.5 * len(sessions), 3.6), squeeze=False)
     for ax, s in zip(axes[0], sessions):
         t = table[table.session == s]
-        ax.barh(range(len(t)), t.test_bits_per_spike, color=["0.6", "C2", "C0", "C9", "C1"][: len(t)])
+        ax.barh(range(len(t)), t.test_bits_per_spike, color=["0.6", "C3", "C2", "C0", "C9", "C1", "k"][: len(t)])
         ax.set_yticks(range(len(t)), [f"{m} ({r})" for m, r in zip(t.method, t["rank"])], fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("test bits per spike (higher is better)")
@@ -78,6 +87,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--planted-rank", type=int, default=3)
     parser.add_argument("--tca-max", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sessions", default="teacher,planted", help="which sessions to run")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if args.fast:
@@ -89,14 +99,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         args.teacher_rank = int(json.loads(claim.read_text())["selected_rank"])
     t0 = time.perf_counter()
     tables = []
-    data, _ = teacher_data(0, tuple(args.trials), args.units)
-    tables.append(
-        run_session(
-            f"teacher (learning), ltrRNN rank {args.teacher_rank}", data, args.teacher_rank, args, TEACHER_FIT
-        )
-    )
-    data, _ = planted_data(args.planted_rank, 0, tuple(args.trials), args.units)
-    tables.append(run_session(f"planted R*={args.planted_rank}", data, args.planted_rank, args, PLANTED_FIT))
+    sessions = args.sessions.split(",")
+    if "teacher" in sessions:
+        data, _ = teacher_data(0, tuple(args.trials), args.units)
+        name = f"teacher (learning), ltrRNN rank {args.teacher_rank}"
+        tables.append(run_session(name, data, args.teacher_rank, args, TEACHER_FIT))
+    if "planted" in sessions:
+        data, truth = planted_data(args.planted_rank, 0, tuple(args.trials), args.units)
+        name = f"planted R*={args.planted_rank}"
+        tables.append(run_session(name, data, args.planted_rank, args, PLANTED_FIT, truth))
     table = pd.concat(tables, ignore_index=True)
     stem = "baselines_fast" if args.fast else "baselines"
     table.to_csv(args.out / f"{stem}.csv", index=False)

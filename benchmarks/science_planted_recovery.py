@@ -7,7 +7,7 @@ Run::
 
 For every planted rank R* and session seed, a planted session is simulated (``simulate_session(
 planted_rank=R*)``), aligned (go cue, -0.48..0.6 s, 20 ms bins: 54 bins), and ``nwb_ltr.select``
-compares ranks ``max(1, R*-1) .. R*+2`` (2 folds, 1 initialisation seed, one-standard-error rule).
+compares ranks ``max(1, R*-1) .. R*+ABOVE`` (``--folds`` folds, ``--fit-seeds`` initialisation seeds, one-standard-error rule).
 On the selected rank's fold-0 fit it reports:
 
 - trial-factor recovery: mean |correlation| between planted and fitted trial factors after
@@ -72,13 +72,11 @@ def truth_rows(data: Any) -> np.ndarray:
     return np.asarray(data.coords["trial_index"].values, dtype=np.int64)
 
 
-def matched_link_data(data: Any, truth: Any, seed: int) -> Any:
-    """The same session with counts redrawn from the model's own link (a diagnostic).
+def truth_activity(data: Any, truth: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The planted activity tanh(x) on the data's trials and bins, and the readout in Hz.
 
-    The simulator draws ``Poisson(dt * softplus(z))`` (rates in Hz) but the fitted model's Poisson
-    mean is ``softplus(eta)`` counts per bin, so the planted session is not exactly in the fitted
-    family.  Here counts are redrawn as ``Poisson(softplus(dt * z - shift))`` with one ``shift``
-    giving the same mean count, which is exactly representable by the model at rank R*.
+    Returns ``(act, z)``: ``(trial, time, latent)`` and ``(trial, time, unit)``; the simulator's
+    expected count is ``dt * softplus(z)``.
     """
     rows = truth_rows(data)
     n_time = data.sizes["time"]
@@ -89,7 +87,25 @@ def matched_link_data(data: Any, truth: Any, seed: int) -> Any:
         if np.array_equal(counts[:, o : o + n_time], data.transpose("trial", "time", "unit").values)
     )
     act = np.tanh(truth.states[rows, offset : offset + n_time])
-    z = truth.dt * (act @ truth.readout_weights.T + truth.readout_offsets)
+    return act, act @ truth.readout_weights.T + truth.readout_offsets
+
+
+def truth_mean(data: Any, truth: Any) -> np.ndarray:
+    """The planted model's own expected counts on the data's entries (the optimum a fit can reach)."""
+    _, z = truth_activity(data, truth)
+    return truth.dt * np.logaddexp(0.0, z)
+
+
+def matched_link_data(data: Any, truth: Any, seed: int) -> Any:
+    """The same session with counts redrawn from the model's own link (a diagnostic).
+
+    The simulator draws ``Poisson(dt * softplus(z))`` (rates in Hz) but the fitted model's Poisson
+    mean is ``softplus(eta)`` counts per bin, so the planted session is not exactly in the fitted
+    family.  Here counts are redrawn as ``Poisson(softplus(dt * z - shift))`` with one ``shift``
+    giving the same mean count, which is exactly representable by the model at rank R*.
+    """
+    _, z_hz = truth_activity(data, truth)
+    z = truth.dt * z_hz
     target = float(data.values.mean())
     lo, hi = -20.0, 20.0
     for _ in range(60):
@@ -136,13 +152,13 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     data, truth = planted_data(rank, seed, tuple(args.trials), args.units)
     if args.matched_link:
         data = matched_link_data(data, truth, seed)
-    ranks = list(range(max(1, rank - 1), rank + 3))
+    ranks = list(range(max(1, rank - 1), rank + args.above + 1))
     res = select(
         data,
         ranks=ranks,
         rnn_dims=[args.rnn_dim],
-        seeds=1,
-        folds=2,
+        seeds=args.fit_seeds,
+        folds=args.folds,
         max_iters=args.iters,
         workers=1,
         refit=False,
@@ -234,6 +250,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--rnn-dim", type=int, default=50)
     parser.add_argument("--iters", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--folds", type=int, default=3, help="cross-validation folds of the selection")
+    parser.add_argument("--fit-seeds", type=int, default=1, help="initialisation seeds per fold")
+    parser.add_argument("--above", type=int, default=2, help="candidate ranks go up to R* + ABOVE")
     parser.add_argument(
         "--matched-link",
         action="store_true",
@@ -247,10 +266,16 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rows = []
-    for rank in [int(r) for r in args.ranks.split(",")]:
-        for seed in range(args.seeds):
+    stem = "planted_recovery_fast" if args.fast else "planted_recovery"
+    stem += "_matched_link" if args.matched_link else ""
+    partial = args.out / f"{stem}_rows.jsonl"  # one line per finished session (survives an interrupted run)
+    partial.write_text("")
+    for seed in range(args.seeds):  # seeds outermost: an interrupted run still covers every R*
+        for rank in [int(r) for r in args.ranks.split(",")]:
             row = run_one(rank, seed, args)
             rows.append(row)
+            with partial.open("a") as fh:
+                fh.write(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}) + "\n")
             print(
                 f"R*={rank} seed={seed} selected={row['selected']} |corr|={row['trial_corr_mean']:.3f} "
                 f"angles mean/max={row['angle_mean_deg']:.1f}/{row['angle_max_deg']:.1f} deg "
@@ -274,8 +299,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     print("\nper planted rank:")
     print(per_rank.to_string(float_format="%.3f"))
     print(f"\ntotal wall time {time.perf_counter() - t0:.0f} s; settings {vars(args)}")
-    stem = "planted_recovery_fast" if args.fast else "planted_recovery"
-    stem += "_matched_link" if args.matched_link else ""
     figure(rows, confusion, args.out / f"{stem}.png")
     table.to_json(args.out / f"{stem}.json", orient="records", indent=1)
     (args.out / f"{stem}_settings.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}))

@@ -123,6 +123,11 @@ def _add_model_options(p: argparse.ArgumentParser, *, sweep: bool = False) -> No
         choices=["poisson", "gaussian"],
         help="default: poisson for counts, gaussian otherwise",
     )
+    g.add_argument(
+        "--static-rank",
+        type=int,
+        help="S static components: a shared base W_0 of matrix rank S next to the R trial-varying ones (default 0)",
+    )
     g.add_argument("--max-iters", type=int, help="maximum optimiser iterations")
     g.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], help="where to fit (default auto: CUDA when present)"
@@ -198,6 +203,8 @@ def _merge_config(args: argparse.Namespace, *, keys: Sequence[str]) -> tuple[dic
             options[key] = value
     if "window" in options:
         options["window"] = tuple(options["window"])
+    if getattr(args, "static_rank", None) is not None:  # a model field with its own flag
+        overrides["static_rank"] = args.static_rank
     return options, overrides
 
 

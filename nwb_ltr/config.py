@@ -139,6 +139,14 @@ class ModelConfig:
         above the truth); on small Gaussian data with factors crossing zero the draws did better.
     trial_factors : per_trial (W_k changes over trials) or shared (one W for every trial, the
         shared-W baselines: low matrix rank for rank < rnn_dim, full rank for rank = rnn_dim).
+    static_rank : number S of extra *static* components, whose factor is one learned gain shared by
+        every trial: ``W_k = Σ_r c[k, r] a_r b_rᵀ + Σ_s g_s a_s b_sᵀ``.  0 (the default) is the
+        paper's model, where all of W_k is low tensor rank.  S > 0 adds a shared base W_0 of matrix
+        rank S, so that only the *change* of W over trials is low tensor rank (the paper's claim
+        about learning); with rank + S = rnn_dim, W_0 can be full rank.  The model nests the
+        shared-W RNN of matrix rank S (all c = 0).  Static components come last on the ``rank``
+        axis of the results (their trial factors are constant); ``rank`` stays the tensor rank R of
+        the change.  Needs rank + static_rank <= rnn_dim.
     """
 
     rank: int = 5
@@ -162,6 +170,12 @@ class ModelConfig:
     gp_epoch_breaks: bool = False
     init_gain: float | None = None
     trial_factors: TrialFactors = TrialFactors.PER_TRIAL
+    static_rank: int = 0
+
+    @property
+    def n_components(self) -> int:
+        """Components of W: the rank R trial-varying ones plus the static_rank static ones."""
+        return self.rank + self.static_rank
 
 
 @dataclass(frozen=True)

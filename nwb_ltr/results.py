@@ -25,7 +25,10 @@ class FitResult:
     ----------
     trial_factors
         ``(trial, rank)``: c[k, r].  Coords: ``trial`` (trials-table ids), and per-trial
-        ``condition``, ``epoch``, ``trial_index`` (original position in the trials table).
+        ``condition``, ``epoch``, ``trial_index`` (original position in the trials table).  With
+        ``static_rank`` S > 0 the ``rank`` axis holds R + S components and the last S are the
+        static ones (constant over trials: W_k = Σ_r c[k, r] a_r b_rᵀ over all of them);
+        :meth:`varying` selects the first R.
     column_factors
         ``(rnn_unit, rank)``: a_r, unit norm (output directions of W).
     row_factors
@@ -90,8 +93,18 @@ class FitResult:
 
     @property
     def rank(self) -> int:
-        """Tensor rank R."""
-        return int(self.trial_factors.sizes[dims.RANK])
+        """Tensor rank R (trial-varying components; static ones excluded)."""
+        return int(self.trial_factors.sizes[dims.RANK]) - self.static_rank
+
+    @property
+    def static_rank(self) -> int:
+        """Number S of static components (the last S entries of the ``rank`` axis; 0 = none)."""
+        return int((self.config.get("model") or {}).get("static_rank", 0) or 0)
+
+    def varying(self, array: xr.DataArray) -> xr.DataArray:
+        """``array`` (any result array with a ``rank`` axis) restricted to the R trial-varying
+        components, dropping the static ones (see ``static_rank``)."""
+        return array.isel({dims.RANK: slice(0, self.rank)})
 
     @property
     def rnn_dim(self) -> int:
@@ -106,7 +119,7 @@ class FitResult:
         return (a * c) @ b.T
 
     def compare(self, other: FitResult) -> dict[str, Any]:
-        """Similarity of two fits' factors, invariant to component permutation and sign flips.
+        """Similarity of two fits' trial-varying factors, invariant to component permutation and sign flips.
 
         Components are matched by the Hungarian algorithm on the summed |cosine| of the column
         factors (a_r) and row factors (b_r) and |correlation| of the trial factors (c_r); the
@@ -135,10 +148,10 @@ class FitResult:
             return unit(x - x.mean(axis=0, keepdims=True))
 
         order = (dims.RNN_UNIT, dims.RANK)
-        a1, a2 = (unit(r.column_factors.transpose(*order).values) for r in (self, other))
-        b1, b2 = (unit(r.row_factors.transpose(*order).values) for r in (self, other))
-        c1 = self.trial_factors.transpose(dims.TRIAL, dims.RANK).values
-        c2 = other.trial_factors.transpose(dims.TRIAL, dims.RANK).values
+        a1, a2 = (unit(r.varying(r.column_factors).transpose(*order).values) for r in (self, other))
+        b1, b2 = (unit(r.varying(r.row_factors).transpose(*order).values) for r in (self, other))
+        c1 = self.varying(self.trial_factors).transpose(dims.TRIAL, dims.RANK).values
+        c2 = other.varying(other.trial_factors).transpose(dims.TRIAL, dims.RANK).values
         ca, cb, cc = np.abs(a1.T @ a2), np.abs(b1.T @ b2), np.abs(corr(c1).T @ corr(c2))
         rows, cols = linear_sum_assignment(-(ca + cb + cc))
         col_cos, row_cos, trial_corr = ca[rows, cols], cb[rows, cols], cc[rows, cols]

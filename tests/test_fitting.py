@@ -182,6 +182,7 @@ def test_resimulate_reproduces_the_reconstruction(gaussian_fit):
             "substeps": 2,
             "input_window": "all",
         },
+        {"likelihood": "poisson", "static_rank": 3, "initial_state": "per_condition"},
     ],
 )
 def test_resimulate_reproduces_other_variants(options):
@@ -433,6 +434,13 @@ def _data(values=None, dims=("trial", "time", "unit"), **attrs):
             "poisson likelihood needs non-negative counts, found 72 negative entries; use likelihood='gaussian' for rates or z-scores",
         ),
         (_data(), {"seed": 1.5}, ConfigTypeError, "seed must be an integer, got float"),
+        (
+            _data(),
+            {"static_rank": 3},
+            ConfigError,
+            "rnn_dim (4) must be at least rank + static_rank (2 + 3); increase rnn_dim or lower static_rank",
+        ),
+        (_data(), {"static_rank": -1}, ConfigError, "static_rank must be 0 or a positive integer, got -1"),
     ],
 )
 def test_bad_arguments_give_one_line_messages(data, kwargs, exc, msg):
@@ -502,3 +510,32 @@ def test_plateaus_lower_the_learning_rate_before_early_stopping(gaussian_fit, tm
     same_fit(decayed, fit(data, checkpoint_dir=tmp_path, resume=True, **opts))
     with pytest.raises(ConfigError, match=re.escape("lr_decay_factor must be in (0, 1), got 1.5")):
         fit(data, lr_decay_factor=1.5, **TINY)
+
+
+def test_static_components_fit_write_and_read_back(tmp_path):
+    """static_rank: a shared base W_0 next to R trial-varying components, through fit -> NWB -> read."""
+    from pynwb import NWBHDF5IO
+
+    from nwb_ltr.nwb_io import read_results, write_results
+    from nwb_ltr.testing.mocks import mock_session_nwbfile
+
+    data, _ = planted(likelihood="poisson")
+    data = data.assign_coords(trial=np.arange(data.sizes["trial"]), unit=np.arange(data.sizes["unit"]))
+    source = tmp_path / "session.nwb"
+    with NWBHDF5IO(str(source), "w") as io:
+        io.write(mock_session_nwbfile(n_trials=data.sizes["trial"], n_units=data.sizes["unit"]))
+    r = fit(data, max_iters=30, static_rank=3, **TINY)
+    assert (r.rank, r.static_rank) == (2, 3)
+    c = r.trial_factors.transpose("trial", "rank").values
+    assert c.shape == (data.sizes["trial"], 5)
+    assert np.ptp(c[:, 2:], axis=0).max() == 0.0 and np.ptp(c[:, :2], axis=0).min() > 0
+    assert r.varying(r.trial_factors).sizes["rank"] == 2
+    np.testing.assert_allclose(r.compare(r)["trial_corr"], [1.0, 1.0])
+    w = r.weights(r.trial_factors.trial.values[0]) - r.weights(r.trial_factors.trial.values[-1])
+    assert np.linalg.matrix_rank(w, tol=1e-6) <= 2  # the change over trials has matrix rank <= R
+    out = write_results(r, source, tmp_path / "static.nwb")
+    back = read_results(out)
+    assert (back.rank, back.static_rank) == (2, 3)
+    xr.testing.assert_identical(back.trial_factors, r.trial_factors)
+    rel = np.abs(resimulate(back) - r.reconstruction.values).max() / np.abs(r.reconstruction.values).max()
+    assert rel < 1e-5

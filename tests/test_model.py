@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from nwb_ltr.config import DecoderKind, InitialState, InputKind, Integrator, Likelihood, ModelConfig
+from nwb_ltr.config import (
+    DecoderKind,
+    InitialState,
+    InputKind,
+    Integrator,
+    Likelihood,
+    ModelConfig,
+    TrialFactors,
+)
 from nwb_ltr.errors import ConfigError
 from nwb_ltr.model import LtrRNN, posterior_mean, prior_cholesky, prior_covariance, rq_kernel
 from nwb_ltr.model._ltr import fast_tanh
@@ -193,3 +201,46 @@ def test_init_gain_sets_the_starting_trial_factor_magnitude_with_the_seeds_signs
     np.testing.assert_array_equal(torch.sign(gained).numpy(), torch.sign(drawn).numpy())
     # nothing else changes: the same random stream draws the other parameters
     assert torch.equal(make_model(seed=3).column_raw, make_model(seed=3, init_gain=1.5).column_raw)
+
+
+def test_static_components_have_one_gain_on_every_trial_and_the_state_stays_in_their_span():
+    model = make_model(static_rank=2, initial_state=InitialState.PER_CONDITION)
+    with torch.no_grad():
+        c = model.trial_factors()
+        assert c.shape == (K, R + 2) and model.factor_z.shape == (K, R)  # the prior covers R columns
+        np.testing.assert_array_equal(c[:, R:].numpy(), model.factor_mean[R:].expand(K, 2).numpy())
+        assert float(c[:, :R].std(dim=0).min()) > 0  # the first R still change over trials
+        x = model.simulate_full()  # the general D-dim path equals A kappa in the (R + S)-dim latent
+        a = model.column_factors()
+        assert a.shape == (D, R + 2)
+        kappa = model().latents
+        assert kappa.shape[-1] == R + 2
+        assert float((x - kappa @ a.T).norm() / x.norm()) < 1e-5
+    out = model()
+    (out.mean.sum() + out.latents.pow(2).sum()).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+
+
+def test_static_model_with_zero_trial_factors_is_the_shared_w_model():
+    """Nesting: W_k = sum_r c_kr a_r b_r^T + W_0 with c = 0 is the shared-W RNN W_0 of rank S."""
+    s = 2
+    static = make_model(static_rank=s, latent_inputs=False, n_inputs=R)
+    shared = make_model(rank=s, trial_factors=TrialFactors.SHARED, latent_inputs=False, n_inputs=R)
+    with torch.no_grad():
+        for name in ("column_raw", "row_raw"):
+            getattr(shared, name).copy_(getattr(static, name)[:, R:])
+        shared.factor_mean.copy_(static.factor_mean[R:])
+        static.factor_mean[:R] = 0.0
+        static.factor_z.zero_()
+        for name in ("input_map_raw", "bias_raw", "init_raw", "decoder_raw", "decoder_scale", "decoder_offset"):
+            getattr(shared, name).copy_(getattr(static, name))
+        shared.inputs.load_state_dict(static.inputs.state_dict())
+        np.testing.assert_allclose(static().mean.numpy(), shared().mean.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_static_rank_zero_draws_the_same_model_as_before():
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(make_model(seed=4).parameters(), make_model(seed=4, static_rank=0).parameters())
+    )

@@ -115,6 +115,14 @@ def test_fit_config_file_and_flags_override(session_path: Path, tmp_path: Path) 
     assert result.reconstruction.sizes["time"] == 20  # 1 s window / 50 ms bins
 
 
+def test_fit_static_rank_flag_reaches_the_results(session_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "static.nwb"
+    assert main(["fit", str(session_path), "-o", str(out), *SMALL_FIT, "--static-rank", "4", "-q"]) == 0
+    result = nwb_ltr.read_results(out)
+    assert (result.rank, result.static_rank) == (2, 4)
+    assert result.trial_factors.sizes["rank"] == 6
+
+
 def test_python_api_chain(session_path: Path, tmp_path: Path) -> None:
     with nwb_ltr.open_session(session_path) as nwbfile:
         data = nwb_ltr.align_trials(nwbfile, "go_cue_time", (-0.5, 0.5), 0.02, condition="target_id", epoch="block")

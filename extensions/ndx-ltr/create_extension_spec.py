@@ -117,7 +117,13 @@ def _opt_attr(name: str, doc: str, dtype: str, **kwargs: object) -> NWBAttribute
 def fitted_model_spec() -> NWBGroupSpec:
     """``LowTensorRankRNN``: one fitted low-tensor-rank RNN and everything needed to run it forward."""
     datasets = [
-        _array("trial_factors", "Trial factors c[k, r]: W_k = sum_r c[k, r] a_r b_r^T.", ["trials", "rank"]),
+        _array(
+            "trial_factors",
+            "Trial factors c[k, r]: W_k = sum_r c[k, r] a_r b_r^T. The 'rank' axis holds the R "
+            "trial-varying components and then the S static ones (config 'static_rank', default 0), "
+            "whose factor is the same on every trial (a shared base W_0).",
+            ["trials", "rank"],
+        ),
         _array("column_factors", "Column (output) directions a_r of W, unit norm.", ["rnn_units", "rank"]),
         _array("row_factors", "Row (input-selection) directions b_r of W, unit norm.", ["rnn_units", "rank"]),
         _array("decoder_weight", "Readout matrix from phi(x) to the recorded units.", ["units", "rnn_units"]),
@@ -215,7 +221,11 @@ def fitted_model_spec() -> NWBGroupSpec:
         ),
     ]
     attributes = [
-        NWBAttributeSpec(name="rank", doc="Tensor rank R of the recurrent weights.", dtype="int32"),
+        NWBAttributeSpec(
+            name="rank",
+            doc="Tensor rank R of the recurrent weights (trial-varying components; static ones excluded).",
+            dtype="int32",
+        ),
         NWBAttributeSpec(name="rnn_dim", doc="Number of RNN units D.", dtype="int32"),
         NWBAttributeSpec(name="likelihood", doc="Observation model: 'poisson' or 'gaussian'.", dtype="text"),
         _opt_attr("description", "Free-text description of this fit.", "text"),

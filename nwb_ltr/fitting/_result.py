@@ -85,7 +85,7 @@ def build_result(
         init = np.repeat(init[:1], n_cond, axis=0)
     data = prep.data
     trial_coords = _trial_coords(prep)
-    rank = np.arange(model_config.rank)
+    rank = np.arange(model_config.n_components)
     rnn_unit = np.arange(model_config.rnn_dim)
     unit = data.coords[dims.UNIT].values if dims.UNIT in data.coords else np.arange(data.sizes[dims.UNIT])
     time = (

@@ -71,9 +71,16 @@ def _positive(name: str, value: float | int | None) -> None:
 def _check_ranges(model: ModelConfig, fit: FitConfig) -> None:
     if model.rank < 1:
         raise ConfigError(f"rank must be a positive integer, got {model.rank}")
+    if model.static_rank < 0:
+        raise ConfigError(f"static_rank must be 0 or a positive integer, got {model.static_rank}")
     if model.rnn_dim < model.rank:
         raise ConfigError(
             f"rnn_dim ({model.rnn_dim}) must be at least rank ({model.rank}); increase rnn_dim or lower rank"
+        )
+    if model.rnn_dim < model.rank + model.static_rank:
+        raise ConfigError(
+            f"rnn_dim ({model.rnn_dim}) must be at least rank + static_rank "
+            f"({model.rank} + {model.static_rank}); increase rnn_dim or lower static_rank"
         )
     for name in (
         "tau",

@@ -211,13 +211,17 @@ class LtrRNN(nn.Module):
             x = torch.randn(*shape, generator=generator, dtype=torch.float64) * scale
             return nn.Parameter(x.to(dtype))
 
-        self.column_raw = randn(dim, rank)
-        self.row_raw = randn(dim, rank)
-        self.factor_mean = randn(rank)
+        n_comp = rank + config.static_rank  # trial-varying components first, then the static ones
+        self.column_raw = randn(dim, n_comp)
+        self.row_raw = randn(dim, n_comp)
+        self.factor_mean = randn(n_comp)  # the static components' gains g_s are its last entries
         if config.init_gain is not None:  # random signs, magnitude init_gain (same random stream)
             with torch.no_grad():
                 self.factor_mean.copy_(torch.where(self.factor_mean >= 0, 1.0, -1.0) * config.init_gain)
-        self.factor_z = nn.Parameter(torch.zeros(n_trials, rank, dtype=dtype))
+        # z of the trial-varying components (c = mean + L z); without a prior (stored factors
+        # re-run by from_result) c = mean + z for every component
+        n_z = rank if gp_cholesky is not None else n_comp
+        self.factor_z = nn.Parameter(torch.zeros(n_trials, n_z, dtype=dtype))
         if inputs is not None:
             self.inputs: nn.Module = FixedInputs(inputs.to(dtype))
         elif config.input_kind is InputKind.SMOOTH:
@@ -233,7 +237,7 @@ class LtrRNN(nn.Module):
             self.inputs = FreeInputs(
                 n_conditions, self.n_inputs, input_active, generator=generator, dtype=dtype
             )
-        space = rank if config.latent_inputs else dim
+        space = n_comp if config.latent_inputs else dim
         self.input_map_raw = randn(space, self.n_inputs, scale=self.n_inputs**-0.5)
         self.bias_raw = nn.Parameter(torch.zeros(space, dtype=dtype))
         n_init = n_conditions if config.initial_state is InitialState.PER_CONDITION else 1
@@ -269,12 +273,20 @@ class LtrRNN(nn.Module):
         return _unit_columns(self.row_raw)
 
     def trial_factors(self) -> torch.Tensor:
-        """c, ``(trial, rank)`` = mean + L z (``trial_factors="shared"``: the mean on every trial)."""
+        """c, ``(trial, rank + static_rank)`` = mean + L z (``trial_factors="shared"``: the mean on
+        every trial); the last ``static_rank`` columns are the static gains on every trial."""
         if self.gp_cholesky is None:
             return self.factor_mean + self.factor_z
+        rank = self.config.rank
+        mean = self.factor_mean[:rank]
         if self.config.trial_factors is TrialFactors.SHARED:
-            return self.factor_mean.expand(self.factor_z.shape)
-        return self.factor_mean + self.gp_cholesky @ self.factor_z
+            varying = mean.expand(self.factor_z.shape)
+        else:
+            varying = mean + self.gp_cholesky @ self.factor_z
+        if not self.config.static_rank:
+            return varying
+        static = self.factor_mean[rank:].expand(varying.shape[0], self.config.static_rank)
+        return torch.cat([varying, static], dim=1)
 
     def decoder_weight(self) -> torch.Tensor:
         """Readout matrix ``(unit, rnn_unit)`` (orthonormal rows, or columns when N > D)."""

@@ -42,10 +42,11 @@ def _epoch_colour(result: FitResult) -> dict[str, str]:
 def plot_trial_factors(result: FitResult, ax: Axes) -> None:
     """Trial factors over trials, one line per component, coloured background per epoch.
 
-    Dashed vertical lines mark block boundaries (where the epoch label changes).
+    Dashed vertical lines mark block boundaries (where the epoch label changes).  Static
+    components (``static_rank``) are constant over trials and are not drawn.
     """
     x = _trial_axis(result)
-    c = result.trial_factors.transpose(dims.TRIAL, dims.RANK).values
+    c = result.varying(result.trial_factors).transpose(dims.TRIAL, dims.RANK).values
     epochs = _epochs(result)
     if epochs is not None:
         for label, colour in _epoch_colour(result).items():
@@ -266,7 +267,7 @@ def plot_eigenvalues(
     ax.axvline(0.0, color="grey", lw=0.5)
     ax.set_xlabel("Re λ")
     ax.set_ylabel("Im λ")
-    ax.set_title(f"Eigenvalues of W_k ({result.rank} non-zero of {result.rnn_dim})")
+    ax.set_title(f"Eigenvalues of W_k ({result.rank + result.static_rank} non-zero of {result.rnn_dim})")
     ax.legend(fontsize=6, loc="best")
 
 
