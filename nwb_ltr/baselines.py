@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,6 +262,11 @@ def shared_w_fit(data: xr.DataArray, masks: Any, *, rank: int, rnn_dim: int, **f
     return fit(data, rank=rank, rnn_dim=rnn_dim, masks=masks, trial_factors="shared", **fit_options)
 
 
+def _ltr_label(fit: FitResult) -> str:
+    static = fit.static_rank
+    return "ltrRNN" + (f" + static W_0 (matrix rank {static})" if static else "")
+
+
 def compare_baselines(
     data: xr.DataArray,
     ltr: FitResult,
@@ -270,6 +275,7 @@ def compare_baselines(
     low_rank: int | None = None,
     rnn_options: dict[str, Any] | None = None,
     psth_smoothing: Iterable[float] = (1.0, 2.0, 4.0),
+    extra: Mapping[str, FitResult] | None = None,
 ) -> pd.DataFrame:
     """Score PSTH, TCA, full-rank and low-rank shared-W RNNs and ``ltr`` on ``ltr``'s masks.
 
@@ -289,6 +295,9 @@ def compare_baselines(
     psth_smoothing
         Gaussian widths (bins) tried for the smoothed PSTH; the one with the lowest validation
         loss is reported (the raw PSTH is reported too).
+    extra
+        Further fits on the same data and masks (e.g. ltrRNN with another rank or with
+        ``static_rank``), scored as extra rows named by their keys.
 
     Returns
     -------
@@ -302,6 +311,12 @@ def compare_baselines(
     lik = resolve_likelihood(data, ltr.metrics.get("likelihood"))
     rank = int(ltr.config["model"]["rank"])
     rnn_dim = int(ltr.config["model"]["rnn_dim"])
+    fits = {_ltr_label(ltr): ltr, **dict(extra or {})}
+    for name, other in fits.items():
+        if other.masks is None or not np.array_equal(
+            np.asarray(other.masks.transpose(*dims.DATA_DIMS).values), np.asarray(masks.values)
+        ):
+            raise ConfigError(f"fit {name!r} was not fitted on the ltrRNN fit's masks; pass masks=ltr.masks to fit")
     options = {"seed": int(ltr.provenance.get("seed", 0)), "device": "cpu"}
     options.update(rnn_options or {})
     rows: list[dict[str, Any]] = []
@@ -327,12 +342,13 @@ def compare_baselines(
             shared.reconstruction.transpose(*dims.DATA_DIMS).values,
             shared.metrics["seconds"],
         )
-    add(
-        "ltrRNN",
-        rank,
-        ltr.reconstruction.transpose(*dims.DATA_DIMS).values,
-        float(ltr.metrics.get("seconds", float("nan"))),
-    )
+    for name, other in fits.items():
+        add(
+            name,
+            other.rank,
+            other.reconstruction.transpose(*dims.DATA_DIMS).values,
+            float(other.metrics.get("seconds", float("nan"))),
+        )
     table = pd.DataFrame(rows)
     keep = ["method", "rank", "test_loss", "test_r2", "test_bits_per_spike", "val_loss", "seconds"]
     return table[[c for c in keep if c in table.columns]]

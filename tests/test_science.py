@@ -128,6 +128,23 @@ def test_scores_use_identical_masks_and_match_the_fitter(planted_small) -> None:
     assert table.loc["PSTH (condition mean)", "test_loss"] == pytest.approx(psth["test_loss"])
 
 
+def test_compare_baselines_scores_extra_fits_on_the_same_masks_only(planted_small) -> None:
+    data, _ = planted_small
+    masks = make_masks(data, seed=1)
+    ltr = fit(data, rank=2, max_iters=10, masks=masks, static_rank=4, **TINY)
+    plain = fit(data, rank=1, max_iters=10, masks=masks, **TINY)
+    table = compare_baselines(
+        data, ltr, tca_ranks=[1], rnn_options={"max_iters": 5}, extra={"ltrRNN rank 1": plain}
+    ).set_index("method")
+    assert list(table.index[-2:]) == ["ltrRNN + static W_0 (matrix rank 4)", "ltrRNN rank 1"]
+    assert table.loc["ltrRNN + static W_0 (matrix rank 4)", "rank"] == 2
+    assert table.loc["ltrRNN rank 1", "test_loss"] == pytest.approx(plain.metrics["test_loss"], rel=1e-6)
+    other = fit(data, rank=1, max_iters=2, masks=make_masks(data, seed=2), **TINY)
+    msg = "fit 'other' was not fitted on the ltrRNN fit's masks; pass masks=ltr.masks to fit"
+    with pytest.raises(ConfigError, match=re.escape(msg)):
+        compare_baselines(data, ltr, tca_ranks=[1], rnn_options={"max_iters": 2}, extra={"other": other})
+
+
 def test_tca_rank_is_chosen_on_validation_entries(planted_small) -> None:
     data, _ = planted_small
     masks = make_masks(data, seed=0)
