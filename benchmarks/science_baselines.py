@@ -30,20 +30,35 @@ OUT = Path(__file__).parent / "out"
 
 
 def run_session(
-    name: str, data, rank: int, args: argparse.Namespace, fit_options: dict, truth=None
+    name: str, data, rank: int, args: argparse.Namespace, fit_options: dict, truth=None, static_rank: int = 0
 ) -> pd.DataFrame:
     """Fit ltrRNN at ``rank`` and score every baseline on its masks; with ``truth`` (a planted
-    session) add the planted model's own score on the same entries (the best any fit can do)."""
+    session) add the planted model's own score on the same entries (the best any fit can do);
+    with ``static_rank`` > 0 also the ltrRNN with that many static components (a shared base W_0)."""
     from nwb_ltr.baselines import compare_baselines, score
     from nwb_ltr.fitting import fit, make_masks
 
     masks = make_masks(data, seed=0, fold=0)
     ltr = fit(data, rank=rank, rnn_dim=args.rnn_dim, masks=masks, max_iters=args.iters, seed=0, **fit_options)
+    extra = {}
+    if static_rank:
+        static = fit(
+            data,
+            rank=rank,
+            rnn_dim=args.rnn_dim,
+            masks=masks,
+            max_iters=args.iters,
+            seed=0,
+            static_rank=static_rank,
+            **fit_options,
+        )
+        extra[f"ltrRNN + static W_0 (matrix rank {static_rank})"] = static
     table = compare_baselines(
         data,
         ltr,
         tca_ranks=range(1, args.tca_max + 1),
         rnn_options={"max_iters": args.iters, **fit_options},
+        extra=extra,
     )
     if truth is not None:
         m = score(data, truth_mean(data, truth), masks)
@@ -66,7 +81,7 @@ def figure(table: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, len(sessions), figsize=(5.5 * len(sessions), 3.6), squeeze=False)
     for ax, s in zip(axes[0], sessions):
         t = table[table.session == s]
-        ax.barh(range(len(t)), t.test_bits_per_spike, color=["0.6", "C3", "C2", "C0", "C9", "C1", "k"][: len(t)])
+        ax.barh(range(len(t)), t.test_bits_per_spike, color=["0.6", "C3", "C2", "C0", "C9", "C1", "C4", "k"][: len(t)])
         ax.set_yticks(range(len(t)), [f"{m} ({r})" for m, r in zip(t.method, t["rank"])], fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("test bits per spike (higher is better)")
@@ -103,7 +118,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if "teacher" in sessions:
         data, _ = teacher_data(0, tuple(args.trials), args.units)
         name = f"teacher (learning), ltrRNN rank {args.teacher_rank}"
-        tables.append(run_session(name, data, args.teacher_rank, args, TEACHER_FIT))
+        static = args.rnn_dim - args.teacher_rank
+        tables.append(run_session(name, data, args.teacher_rank, args, TEACHER_FIT, static_rank=static))
     if "planted" in sessions:
         data, truth = planted_data(args.planted_rank, 0, tuple(args.trials), args.units)
         name = f"planted R*={args.planted_rank}"
