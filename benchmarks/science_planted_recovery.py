@@ -116,6 +116,17 @@ def matched_link_data(data: Any, truth: Any, seed: int) -> Any:
     return data.copy(data=new)
 
 
+def truth_test_loss(data: Any, truth: Any, folds: int) -> float:
+    """The planted model's own mean test loss over the selection's folds (same masks as ``select``):
+    the floor the candidates' mean test losses are compared with."""
+    from nwb_ltr.baselines import score
+    from nwb_ltr.fitting import make_masks
+
+    mean = truth_mean(data, truth)
+    losses = [score(data, mean, make_masks(data, seed=0, fold=f, n_folds=folds))["test_loss"] for f in range(folds)]
+    return float(np.mean(losses))
+
+
 def match_corr(truth: np.ndarray, fitted: np.ndarray) -> np.ndarray:
     """|correlation| of each matched (Hungarian) pair of components (min of the two ranks)."""
     r = truth.shape[1]
@@ -172,6 +183,7 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     random_cols = np.random.default_rng(seed).standard_normal(planted_cols.shape)
     random_angles = np.degrees(subspace_angles(planted_cols, random_cols))
     summary = res.summary_table.set_index("rank")
+    truth_loss = truth_test_loss(data, truth, args.folds)
     row = {
         "true_rank": rank,
         "seed": seed,
@@ -182,6 +194,7 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "angle_max_deg": float(angles.max()),
         "angle_random_deg": float(random_angles.mean()),
         "seconds": time.perf_counter() - t0,
+        "truth_test_loss": truth_loss,
         "test_loss": {int(k): float(v) for k, v in summary.mean_test_loss.items()},
         "sem": {int(k): float(v) for k, v in summary.sem_test_loss.items()},
         "shape": list(data.shape),
@@ -276,8 +289,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             rows.append(row)
             with partial.open("a") as fh:
                 fh.write(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}) + "\n")
+            losses = " ".join(f"{k}:{v:.5f}" for k, v in row["test_loss"].items())
             print(
-                f"R*={rank} seed={seed} selected={row['selected']} |corr|={row['trial_corr_mean']:.3f} "
+                f"R*={rank} seed={seed} selected={row['selected']} test loss {losses} "
+                f"(truth {row['truth_test_loss']:.5f}) |corr|={row['trial_corr_mean']:.3f} "
                 f"angles mean/max={row['angle_mean_deg']:.1f}/{row['angle_max_deg']:.1f} deg "
                 f"({row['seconds']:.0f} s)",
                 flush=True,
