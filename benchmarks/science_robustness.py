@@ -5,7 +5,7 @@ Run::
     python benchmarks/science_robustness.py --fast     # ~2 min: small session, 2 variants
     python benchmarks/science_robustness.py            # planted R*=3, 250 trials, 100 units
 
-On planted rank-R* sessions, ``nwb_ltr.select`` (ranks 1..R*+2, 2 folds, one-standard-error rule)
+On planted rank-R* sessions, ``nwb_ltr.select`` (ranks R*-1..R*+ABOVE, ``--folds`` folds, one-standard-error rule)
 is run for each variant of the preprocessing: 20 ms bins, 10 ms bins, 20 ms bins smoothed with a
 20 ms Gaussian, each on ``--sessions`` session seeds.  Reported per variant and seed: the
 selected rank, the recovery |corr| of the trial factors of the selected fit against the planted
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--rnn-dim", type=int, default=50)
     parser.add_argument("--iters", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--folds", type=int, default=3, help="cross-validation folds of the selection")
+    parser.add_argument("--above", type=int, default=2, help="candidate ranks R*-1 .. R*+ABOVE")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     variants = VARIANTS
@@ -60,10 +62,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             data, truth = planted_data(args.rank, seed, tuple(args.trials), args.units, bin_size, smooth)
             res = select(
                 data,
-                ranks=range(1, args.rank + 3),
+                ranks=range(max(1, args.rank - 1), args.rank + args.above + 1),
                 rnn_dims=[args.rnn_dim],
                 seeds=1,
-                folds=2,
+                folds=args.folds,
                 max_iters=args.iters,
                 workers=1,
                 refit=False,
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 **PLANTED_FIT,
             )
             fit = selected_fit(res)
-            c = fit.trial_factors.transpose("trial", "rank").values
+            c = fit.varying(fit.trial_factors).transpose("trial", "rank").values
             idx = truth_rows(data)
             if reference is None:
                 reference = (idx, c)
