@@ -118,7 +118,10 @@ def run_candidate(data: xr.DataArray, cand: Candidate, spec: TaskSpec) -> tuple[
         record: dict[str, Any] = {"status": "ok", "error": "", "seconds": seconds}
         metrics = dict(getattr(result, "metrics", {}) or {})
         record.update({m: _number(metrics.get(m)) for m in METRICS})
-        factors = result.varying(result.trial_factors).transpose(dims.TRIAL, dims.RANK).values
+        factors = result.trial_factors
+        if hasattr(result, "varying"):  # static components (static_rank) do not vary over trials
+            factors = result.varying(factors)
+        factors = factors.transpose(dims.TRIAL, dims.RANK).values
         record["trial_factors"] = np.asarray(factors, dtype=np.float64)
         loss = record["test_loss"]
         if cand.fold >= 0 and not np.isfinite(loss):

@@ -174,10 +174,12 @@ def build_grid(
     seeds: int | Iterable[int],
     folds: int,
     params: Mapping[str, Sequence[Any]] | None,
+    static_rank: int = 0,
 ) -> list[Candidate]:
     """All candidates (rank × rnn_dim × params × seed × fold), in a fixed order.
 
-    Combinations with ``rank > rnn_dim`` are impossible models; they are left out with a warning.
+    Combinations with ``rank + static_rank > rnn_dim`` (``static_rank``: the fit option, or its
+    swept value in ``params``) are impossible models; they are left out with a warning.
     """
     rank_list = _int_list("ranks", ranks, minimum=1)
     dim_list = _int_list("rnn_dims", rnn_dims, minimum=1)
@@ -191,19 +193,23 @@ def build_grid(
     out: list[Candidate] = []
     skipped = []
     for rank, rnn_dim, combo in itertools.product(rank_list, dim_list, itertools.product(*grid.values())):
-        if rank > rnn_dim:
-            skipped.append((rank, rnn_dim))
-            continue
         pairs = tuple((n, table_value(v)) for n, v in zip(names, combo))
+        static = dict(pairs).get("static_rank", static_rank)
+        static = int(static) if isinstance(static, (int, np.integer)) and not isinstance(static, bool) else 0
+        if rank + static > rnn_dim:
+            skipped.append((rank, rnn_dim) if not static else (rank, static, rnn_dim))
+            continue
         for seed in seed_values:
             for fold in range(int(folds)):
                 out.append(Candidate(rank, rnn_dim, pairs, seed, fold, order=len(out)))
     if skipped:
         logger.warning(
-            "left out %d rank/rnn_dim combinations with rank > rnn_dim: %s",
+            "left out %d rank/rnn_dim combinations with rank (+ static_rank) > rnn_dim: %s",
             len(set(skipped)),
             sorted(set(skipped)),
         )
     if not out:
-        raise ConfigError("the sweep has no candidates (every rank exceeds every rnn_dim); lower the ranks")
+        raise ConfigError(
+            "the sweep has no candidates (every rank (+ static_rank) exceeds every rnn_dim); lower the ranks"
+        )
     return out

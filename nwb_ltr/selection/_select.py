@@ -170,7 +170,7 @@ def select(
         ``(trial, time, unit)`` tensor from :func:`nwb_ltr.align_trials`.
     ranks, rnn_dims
         Tensor ranks and RNN sizes to compare (``rnn_dims=None``: the ``rnn_dim`` fit option,
-        else the ModelConfig default).  Settings with rank > rnn_dim are left out.
+        else the ModelConfig default).  Settings with rank + static_rank > rnn_dim are left out.
     seeds
         Number of seeds (0..n-1) or the seeds themselves.
     folds
@@ -241,7 +241,14 @@ def select(
         rnn_dims = [int(fit_options.pop("rnn_dim", ModelConfig().rnn_dim))]
     elif "rnn_dim" in fit_options:
         raise ConfigError("give rnn_dims or the rnn_dim fit option, not both")
-    cands = build_grid(ranks=ranks, rnn_dims=rnn_dims, seeds=seeds, folds=folds, params=params)
+    cands = build_grid(
+        ranks=ranks,
+        rnn_dims=rnn_dims,
+        seeds=seeds,
+        folds=folds,
+        params=params,
+        static_rank=_static_rank(fit_options.get("static_rank", 0)),
+    )
     options, mask_options = _split_options(fit_options)
     if likelihood is not None:
         options["likelihood"] = likelihood
@@ -422,3 +429,8 @@ def _refit(
         store.save(key, {**_row_head(cand), **record}, fit)
         return fit
     raise FitError(f"refit of the selected candidate ({cand.label()}) produced no result")  # pragma: no cover
+
+
+def _static_rank(value: Any) -> int:
+    """The static_rank fit option as an int for the grid (a bad value is reported by the fits)."""
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else 0
