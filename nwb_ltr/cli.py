@@ -298,7 +298,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     rows = [
         ("output", str(run.output)),
         ("tensor", shape),
-        ("rank / rnn size", f"{result.rank} / {result.rnn_dim}"),
+        (
+            "rank / rnn size",
+            f"{result.rank}{f' + {result.static_rank} static' if result.static_rank else ''} / {result.rnn_dim}",
+        ),
         ("iterations", f"{m.get('n_iters')} (best {m.get('best_iter')}, {m.get('stopped_reason')})"),
         ("loss train/val/test", " / ".join(_fmt(m.get(k)) for k in ("train_loss", "val_loss", "test_loss"))),
     ]

@@ -121,6 +121,9 @@ def test_fit_static_rank_flag_reaches_the_results(session_path: Path, tmp_path: 
     result = nwb_ltr.read_results(out)
     assert (result.rank, result.static_rank) == (2, 4)
     assert result.trial_factors.sizes["rank"] == 6
+    from nwb_ltr import report
+
+    assert "rank 2 + 4 static components, rnn size 24" in report.summarize_fit("f", result)
 
 
 def test_python_api_chain(session_path: Path, tmp_path: Path) -> None:

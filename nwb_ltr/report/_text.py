@@ -118,7 +118,9 @@ def summarize_fit(name: str, result: FitResult) -> str:
         ("epochs", _epochs_text(result)),
         (
             "model",
-            f"rank {result.rank}, rnn size {result.rnn_dim}, likelihood {model.get('likelihood', '-')}",
+            f"rank {result.rank}"
+            + (f" + {result.static_rank} static components" if result.static_rank else "")
+            + f", rnn size {result.rnn_dim}, likelihood {model.get('likelihood', '-')}",
         ),
         ("metrics", ", ".join(f"{k} {_fmt(m[k])}" for k in metric_keys) or "-"),
         (
