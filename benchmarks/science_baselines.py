@@ -8,10 +8,13 @@ Run::
 For each session (the teacher learning session and a planted rank-3 session) one set of block masks
 is made (``make_masks(data, seed=0, fold=0)``: test, validation and buffer blocks); ltrRNN is fitted
 at its rank (teacher: the rank selected by ``science_teacher_claim.py`` when its JSON is in
-``--out``, else ``--teacher-rank``; planted: R* = 3) and
+``--out``, else ``--teacher-rank``; planted: R* = 3), on the teacher also with a static base W_0
+(``static_rank`` = rnn_dim - rank; the teacher's W is full rank), and
 :func:`nwb_ltr.baselines.compare_baselines` fits and scores every baseline on exactly those masks:
 test loss (mean Poisson NLL per test entry, as the fitter), R² (pooled, per-unit-centred) and
-bits per spike (NLB definition), all computed by ``nwb_ltr.fitting.held_out_metrics``.
+bits per spike (NLB definition), all computed by ``nwb_ltr.fitting.held_out_metrics``.  On the
+planted session the generating model's own score on the same entries is the last row.  The
+teacher session is ``TEACHER_SESSION`` of ``science_teacher_claim.py`` (visible learning).
 """
 
 from __future__ import annotations
