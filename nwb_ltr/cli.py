@@ -336,6 +336,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         rnn_dims=args.rnn_dims,
         seeds=args.seeds,
         folds=args.folds,
+        tolerance=args.tolerance,
         scheduler=args.scheduler,
         workers=args.workers,
         output=Path(args.output) if args.output else None,
@@ -436,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rnn-dims", type=_int_range, help="e.g. 50,200 (default: the fit default)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per candidate (default 3)")
     p.add_argument("--folds", type=int, default=2, help="cross-validation folds (default 2)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="relative loss difference treated as none by the one-SE rule, e.g. 0.001 (default 0)",
+    )
     p.add_argument(
         "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (default: local processes)"
     )

@@ -209,6 +209,12 @@ def test_one_se_rule_on_hand_made_losses() -> None:
     tighter = summary.assign(sem_test_loss=[0.1, 0.1, 0.01, 0.005, 0.02])
     idx, _ = choose(tighter, "1se")
     assert tighter.at[idx, "rank"] == 4  # 1.01 > 1.005: nothing smaller within one SE
+    idx, text = choose(tighter, "1se", tolerance=0.02)  # within 2 % of the best: 1.02
+    assert tighter.at[idx, "rank"] == 3 and "threshold (tolerance 0.02 of the best) 1.02" in text
+    idx, _ = choose(summary, "1se", tolerance=0.001)  # the SE is larger: the plain rule
+    assert summary.at[idx, "rank"] == 3
+    with pytest.raises(ConfigError, match=re.escape("tolerance must be a number in [0, 1) (relative")):
+        choose(summary, "1se", tolerance=-0.1)
     # smallest rank first, then smallest rnn_dim
     two = pd.DataFrame(
         {
@@ -291,6 +297,11 @@ def test_bad_arguments(tiny: xr.DataArray) -> None:
         ),
     ):
         select(tiny, ranks=[1], params={"test_fraction": [0.1, 0.2]}, **FAKE)
+    CALLS.clear()
+    msg = "tolerance must be a number in [0, 1) (relative to the best loss), got 5"
+    with pytest.raises(ConfigError, match=re.escape(msg)):
+        select(tiny, ranks=[1], tolerance=5, **FAKE)
+    assert CALLS == []  # refused before any fit
 
 
 def test_resume_skips_finished(tiny: xr.DataArray, tmp_path: Path) -> None:

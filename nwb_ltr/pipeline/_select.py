@@ -132,6 +132,7 @@ def run_select(
     rnn_dims: int | Iterable[int] | None = None,
     seeds: int | Iterable[int] = 3,
     folds: int = 2,
+    tolerance: float = 0.0,
     scheduler: Any = None,
     workers: int | None = None,
     output: str | Path | None = None,
@@ -151,6 +152,8 @@ def run_select(
         Local path, URL or DANDI source (see :func:`nwb_ltr.data.open_session`).
     ranks, rnn_dims, seeds, folds, params
         The sweep (see :func:`nwb_ltr.select`).
+    tolerance
+        Relative tolerance of the one-standard-error rule (see :func:`nwb_ltr.select`).
     scheduler
         Dask scheduler address (``tcp://host:8786``) or a ``distributed.Client``; None = local
         worker processes.
@@ -205,6 +208,7 @@ def run_select(
         rnn_dims=rnn_dims,
         seeds=seeds,
         folds=folds,
+        tolerance=tolerance,
         params=params,
         client=scheduler,
         workers=workers,

@@ -164,16 +164,26 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def choose(summary: pd.DataFrame, rule: str = "1se") -> tuple[int, str]:
+def check_tolerance(tolerance: Any) -> None:
+    """Raise ConfigError unless ``tolerance`` is a number in [0, 1)."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
+        raise ConfigError(f"tolerance must be a number in [0, 1) (relative to the best loss), got {tolerance!r}")
+
+
+def choose(summary: pd.DataFrame, rule: str = "1se", tolerance: float = 0.0) -> tuple[int, str]:
     """Index (into ``summary``) of the selected setting, and a sentence explaining the choice.
 
     ``1se``: the smallest rank, then the smallest rnn_dim (then grid order of any other swept
-    parameter), among settings whose mean test loss <= best mean + standard error of the best
-    (the standard error counts as 0 when the best setting has a single successful candidate).
+    parameter), among settings whose mean test loss <= best mean + max(standard error of the
+    best, ``tolerance`` × |best mean|) (the standard error counts as 0 when the best setting has
+    a single successful candidate).  ``tolerance`` (relative, e.g. 0.001 = 0.1 %) treats smaller
+    differences as no difference: with many test entries the standard error becomes tiny and
+    the plain rule follows gains far below the fits' own estimation error.
     ``min``: the setting with the lowest mean test loss.
     """
     if rule not in RULES:
         raise ConfigError(f"unknown selection rule {rule!r}; use one of {', '.join(RULES)}")
+    check_tolerance(tolerance)
     usable = summary[summary["n_ok"] > 0]
     if usable.empty:
         raise ValueError("no hyper-parameter setting has a successful candidate")
@@ -183,7 +193,8 @@ def choose(summary: pd.DataFrame, rule: str = "1se") -> tuple[int, str]:
     describe = _describe(summary, best)
     if rule == "min":
         return int(best), f"lowest mean test loss: {describe} ({best_mean:.6g} ± {best_sem:.2g})"
-    threshold = best_mean + (best_sem if np.isfinite(best_sem) else 0.0)
+    margin = max(best_sem if np.isfinite(best_sem) else 0.0, float(tolerance) * abs(best_mean))
+    threshold = best_mean + margin
     eligible = usable[usable["mean_test_loss"] <= threshold + 1e-12 * abs(threshold)]
     order = eligible.assign(_pos=np.arange(len(eligible))).sort_values(
         ["rank", "rnn_dim", "_pos"], kind="stable"
@@ -191,7 +202,8 @@ def choose(summary: pd.DataFrame, rule: str = "1se") -> tuple[int, str]:
     chosen = int(order.index[0])
     text = (
         f"best mean test loss {best_mean:.6g} ± {best_sem:.2g} (sem) at {describe}; threshold "
-        f"{threshold:.6g}; smallest setting within it: {_describe(summary, chosen)} "
+        + (f"(tolerance {tolerance:g} of the best) " if tolerance else "")
+        + f"{threshold:.6g}; smallest setting within it: {_describe(summary, chosen)} "
         f"({float(summary.at[chosen, 'mean_test_loss']):.6g})"
     )
     return chosen, text
