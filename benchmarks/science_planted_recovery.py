@@ -7,7 +7,8 @@ Run::
 
 For every planted rank R* and session seed, a planted session is simulated (``simulate_session(
 planted_rank=R*)``), aligned (go cue, -0.48..0.6 s, 20 ms bins: 54 bins), and ``nwb_ltr.select``
-compares ranks ``max(1, R*-1) .. R*+ABOVE`` (``--folds`` folds, ``--fit-seeds`` initialisation seeds, one-standard-error rule).
+compares ranks ``max(1, R*-1) .. R*+ABOVE`` (``--folds`` folds, ``--fit-seeds`` initialisation
+seeds, one-standard-error rule with ``--tolerance``; the plain rule's choice is reported too).
 On the selected rank's fold-0 fit it reports:
 
 - trial-factor recovery: mean |correlation| between planted and fitted trial factors after
@@ -157,7 +158,7 @@ def selected_fit(res: Any) -> Any:
 
 
 def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    from nwb_ltr.selection import select
+    from nwb_ltr.selection import choose, select
 
     t0 = time.perf_counter()
     data, truth = planted_data(rank, seed, tuple(args.trials), args.units)
@@ -174,9 +175,11 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         workers=1,
         refit=False,
         keep_fits=True,
+        tolerance=args.tolerance,
         **PLANTED_FIT,
     )
     fit = selected_fit(res)
+    plain = choose(res.summary_table, "1se", 0.0)[0]  # what the plain one-SE rule picks
     corr = match_corr(truth.c[truth_rows(data)], fit.trial_factors.transpose("trial", "rank").values)
     angles = principal_angles_deg(truth, fit)
     planted_cols = truth.readout_weights @ truth.a
@@ -188,6 +191,7 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "true_rank": rank,
         "seed": seed,
         "selected": int(res.selected["rank"]),
+        "selected_plain_1se": int(res.summary_table.at[plain, "rank"]),
         "trial_corr_mean": float(corr.mean()),
         "trial_corr_min": float(corr.min()),
         "angle_mean_deg": float(angles.mean()),
@@ -267,6 +271,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--fit-seeds", type=int, default=1, help="initialisation seeds per fold")
     parser.add_argument("--above", type=int, default=2, help="candidate ranks go up to R* + ABOVE")
     parser.add_argument(
+        "--tolerance", type=float, default=0.001, help="relative tolerance of the one-SE rule (select's tolerance)"
+    )
+    parser.add_argument(
         "--matched-link",
         action="store_true",
         help="redraw counts from the model's own link (diagnostic, see matched_link_data)",
@@ -301,11 +308,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     confusion = pd.crosstab(table.true_rank, table.selected).rename_axis(index="R*", columns="selected")
     print("\nper session:")
     print(table.drop(columns=["test_loss", "sem"]).to_string(index=False, float_format="%.3f"))
-    print("\nconfusion (rows planted R*, columns selected rank):")
+    print(f"\nconfusion (rows planted R*, columns selected rank; one-SE rule, tolerance {args.tolerance:g}):")
     print(confusion.to_string())
+    plain = pd.crosstab(table.true_rank, table.selected_plain_1se).rename_axis(index="R*", columns="selected")
+    print("\nconfusion with the plain one-SE rule (tolerance 0):")
+    print(plain.to_string())
     per_rank = table.groupby("true_rank").agg(
         n=("seed", "size"),
         n_correct=("selected", lambda s: int((s == table.loc[s.index, "true_rank"]).sum())),
+        n_correct_plain=("selected_plain_1se", lambda s: int((s == table.loc[s.index, "true_rank"]).sum())),
         trial_corr=("trial_corr_mean", "mean"),
         angle_mean=("angle_mean_deg", "mean"),
         angle_max=("angle_max_deg", "max"),
