@@ -8,7 +8,8 @@ Run::
 For every planted rank R* and session seed, a planted session is simulated (``simulate_session(
 planted_rank=R*)``), aligned (go cue, -0.48..0.6 s, 20 ms bins: 54 bins), and ``nwb_ltr.select``
 compares ranks ``max(1, R*-1) .. R*+ABOVE`` (``--folds`` folds, ``--fit-seeds`` initialisation
-seeds, one-standard-error rule with ``--tolerance``; the plain rule's choice is reported too).
+seeds, one-standard-error rule with ``--tolerance``, default 0; the choices at the tolerances in
+``TOLERANCES`` are reported too, from the same sweep).
 On the selected rank's fold-0 fit it reports:
 
 - trial-factor recovery: mean |correlation| between planted and fitted trial factors after
@@ -38,6 +39,9 @@ from scipy.optimize import linear_sum_assignment
 from nwb_ltr.simulate import PLANTED_FIT_OPTIONS
 
 OUT = Path(__file__).parent / "out"
+
+#: tolerances of the one-SE rule also reported for every sweep (sensitivity of the choice)
+TOLERANCES = (0.0, 0.0005, 0.001)
 
 #: fit options for the planted sessions (see nwb_ltr.simulate.PLANTED_FIT_OPTIONS; rnn_dim is --rnn-dim)
 PLANTED_FIT = dict(device="cpu", **PLANTED_FIT_OPTIONS)
@@ -124,7 +128,9 @@ def truth_test_loss(data: Any, truth: Any, folds: int) -> float:
     from nwb_ltr.fitting import make_masks
 
     mean = truth_mean(data, truth)
-    losses = [score(data, mean, make_masks(data, seed=0, fold=f, n_folds=folds))["test_loss"] for f in range(folds)]
+    losses = [
+        score(data, mean, make_masks(data, seed=0, fold=f, n_folds=folds))["test_loss"] for f in range(folds)
+    ]
     return float(np.mean(losses))
 
 
@@ -179,7 +185,10 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         **PLANTED_FIT,
     )
     fit = selected_fit(res)
-    plain = choose(res.summary_table, "1se", 0.0)[0]  # what the plain one-SE rule picks
+    # what the one-SE rule picks at other tolerances (from the same sweep, no refits)
+    by_tolerance = {
+        tol: int(res.summary_table.at[choose(res.summary_table, "1se", tol)[0], "rank"]) for tol in TOLERANCES
+    }
     corr = match_corr(truth.c[truth_rows(data)], fit.trial_factors.transpose("trial", "rank").values)
     angles = principal_angles_deg(truth, fit)
     planted_cols = truth.readout_weights @ truth.a
@@ -191,7 +200,7 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "true_rank": rank,
         "seed": seed,
         "selected": int(res.selected["rank"]),
-        "selected_plain_1se": int(res.summary_table.at[plain, "rank"]),
+        **{f"selected_tol_{tol:g}": r for tol, r in by_tolerance.items()},
         "trial_corr_mean": float(corr.mean()),
         "trial_corr_min": float(corr.min()),
         "angle_mean_deg": float(angles.mean()),
@@ -271,7 +280,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--fit-seeds", type=int, default=1, help="initialisation seeds per fold")
     parser.add_argument("--above", type=int, default=2, help="candidate ranks go up to R* + ABOVE")
     parser.add_argument(
-        "--tolerance", type=float, default=0.001, help="relative tolerance of the one-SE rule (select's tolerance)"
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="relative tolerance of the one-SE rule (select's tolerance)",
     )
     parser.add_argument(
         "--matched-link",
@@ -310,13 +322,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     print(table.drop(columns=["test_loss", "sem"]).to_string(index=False, float_format="%.3f"))
     print(f"\nconfusion (rows planted R*, columns selected rank; one-SE rule, tolerance {args.tolerance:g}):")
     print(confusion.to_string())
-    plain = pd.crosstab(table.true_rank, table.selected_plain_1se).rename_axis(index="R*", columns="selected")
-    print("\nconfusion with the plain one-SE rule (tolerance 0):")
-    print(plain.to_string())
+    for tol in TOLERANCES:
+        other = pd.crosstab(table.true_rank, table[f"selected_tol_{tol:g}"]).rename_axis(
+            index="R*", columns="selected"
+        )
+        print(f"\nconfusion with tolerance {tol:g} (from the same sweeps):")
+        print(other.to_string())
     per_rank = table.groupby("true_rank").agg(
         n=("seed", "size"),
         n_correct=("selected", lambda s: int((s == table.loc[s.index, "true_rank"]).sum())),
-        n_correct_plain=("selected_plain_1se", lambda s: int((s == table.loc[s.index, "true_rank"]).sum())),
         trial_corr=("trial_corr_mean", "mean"),
         angle_mean=("angle_mean_deg", "mean"),
         angle_max=("angle_max_deg", "max"),
