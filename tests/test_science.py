@@ -222,7 +222,7 @@ def test_ltr_rnn_beats_shared_w_rnns_on_a_learning_session() -> None:
 
 
 @pytest.mark.slow
-def test_ltr_rnn_with_a_static_base_beats_shared_w_rnns_on_a_teacher_session() -> None:
+def test_ltr_rnn_with_a_static_base_beats_shared_w_rnns_and_tracks_learning_on_a_teacher_session() -> None:
     """Task-trained teacher (full-rank W; a strong curl field and learning rate so that learning is
     visible in 90 trials x 50 units): only the change of W is low tensor rank, so the ltrRNN needs a
     static base W_0 (static_rank) to win; it then beats the full-rank shared-W RNN by ~0.004
@@ -241,3 +241,14 @@ def test_ltr_rnn_with_a_static_base_beats_shared_w_rnns_on_a_teacher_session() -
     low = fit(data, rank=2, trial_factors="shared", **opts)
     losses = {n: r.metrics["test_loss"] for n, r in (("ltr", ltr), ("full", full), ("low", low))}
     assert losses["ltr"] < min(losses["full"], losses["low"]) - 0.002, losses
+    # the trial factors follow learning: on AD and WO trials, the distance of c_k to the end of its
+    # block relaxes like the reach error (r = 0.66 here; 0.92 on the full session)
+    rows = np.asarray(data.coords["trial_index"].values)
+    err, blocks = session.truth.reach_error[rows], session.truth.block[rows]
+    c = ltr.varying(ltr.trial_factors).transpose("trial", "rank").values
+    to_end = np.empty(len(c))
+    for block in np.unique(blocks):
+        r = np.flatnonzero(blocks == block)
+        to_end[r] = np.linalg.norm(c[r] - c[r[-10:]].mean(axis=0), axis=1)
+    learning = blocks != "BL"
+    assert np.corrcoef(to_end[learning], err[learning])[0, 1] > 0.5
