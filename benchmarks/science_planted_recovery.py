@@ -216,6 +216,39 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
+def _complete(row: dict[str, Any]) -> dict[str, Any]:
+    """A JSONL row with its ``test_loss``/``sem`` keys as ints and the tolerance choices filled in
+    (rows written before they were recorded are summarised the same way)."""
+    from nwb_ltr.selection import choose
+
+    row["test_loss"] = {int(k): v for k, v in row["test_loss"].items()}
+    row["sem"] = {int(k): v for k, v in row["sem"].items()}
+    ks = sorted(row["test_loss"])
+    summary = pd.DataFrame(
+        {
+            "rank": ks,
+            "rnn_dim": 0,
+            "n_ok": 1,
+            "mean_test_loss": [row["test_loss"][k] for k in ks],
+            "sem_test_loss": [row["sem"][k] for k in ks],
+        }
+    )
+    for tol in TOLERANCES:
+        row.setdefault(f"selected_tol_{tol:g}", int(summary.at[choose(summary, "1se", tol)[0], "rank"]))
+    row.setdefault("truth_test_loss", None)
+    return row
+
+
+def _confusion(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Planted (rows) × selected (columns) counts over every rank in between, zeros included."""
+    ranks = range(
+        int(min(table.true_rank.min(), table[column].min())),
+        int(max(table.true_rank.max(), table[column].max())) + 1,
+    )
+    counts = pd.crosstab(table.true_rank, table[column]).reindex(columns=ranks, fill_value=0)
+    return counts.rename_axis(index="R*", columns="selected")
+
+
 def figure(rows: list[dict[str, Any]], confusion: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
@@ -250,7 +283,23 @@ def figure(rows: list[dict[str, Any]], confusion: pd.DataFrame, path: Path) -> N
     ax.set_title("CV test loss around R*")
     ax.legend(fontsize=6, ncol=2)
     ax = axes[2]
-    example = max(rows, key=lambda r: r["true_rank"] if r["selected"] == r["true_rank"] else -1)
+    with_factors = [r for r in rows if "_factors" in r]
+    if not with_factors:  # summarised from --from-rows: no factors kept; show the gap to the truth
+        for row in rows:
+            if row.get("truth_test_loss") is None:
+                continue
+            ks = sorted(row["test_loss"])
+            gap = np.array([row["test_loss"][k] for k in ks]) - row["truth_test_loss"]
+            ax.plot(np.array(ks) - row["true_rank"], gap, marker="o", alpha=0.7)
+        ax.axvline(0, color="k", lw=0.5)
+        ax.set_xlabel("candidate rank − R*")
+        ax.set_ylabel("mean test loss − planted truth's")
+        ax.set_title("fits above the generating model")
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        return
+    example = max(with_factors, key=lambda r: r["true_rank"] if r["selected"] == r["true_rank"] else -1)
     true_c, fit_c = example["_factors"]
     r = true_c.shape[1]
     corr = np.corrcoef(true_c.T, fit_c.T)[:r, r:]
@@ -290,6 +339,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         action="store_true",
         help="redraw counts from the model's own link (diagnostic, see matched_link_data)",
     )
+    parser.add_argument(
+        "--from-rows",
+        type=Path,
+        help="summarise the per-session JSONL of an earlier (possibly interrupted) run instead of fitting",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if args.fast:
@@ -301,8 +355,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     stem = "planted_recovery_fast" if args.fast else "planted_recovery"
     stem += "_matched_link" if args.matched_link else ""
     partial = args.out / f"{stem}_rows.jsonl"  # one line per finished session (survives an interrupted run)
-    partial.write_text("")
-    for seed in range(args.seeds):  # seeds outermost: an interrupted run still covers every R*
+    if args.from_rows is not None:  # summarise an (interrupted) earlier run: no fitting
+        rows = [
+            _complete(json.loads(line)) for line in args.from_rows.read_text().splitlines() if line.strip()
+        ]
+    else:
+        partial.write_text("")
+    for seed in range(
+        args.seeds if args.from_rows is None else 0
+    ):  # seeds outermost: a stopped run covers every R*
         for rank in [int(r) for r in args.ranks.split(",")]:
             row = run_one(rank, seed, args)
             rows.append(row)
@@ -317,15 +378,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 flush=True,
             )
     table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
-    confusion = pd.crosstab(table.true_rank, table.selected).rename_axis(index="R*", columns="selected")
+    confusion = _confusion(table, "selected")
     print("\nper session:")
     print(table.drop(columns=["test_loss", "sem"]).to_string(index=False, float_format="%.3f"))
     print(f"\nconfusion (rows planted R*, columns selected rank; one-SE rule, tolerance {args.tolerance:g}):")
     print(confusion.to_string())
     for tol in TOLERANCES:
-        other = pd.crosstab(table.true_rank, table[f"selected_tol_{tol:g}"]).rename_axis(
-            index="R*", columns="selected"
-        )
+        other = _confusion(table, f"selected_tol_{tol:g}")
         print(f"\nconfusion with tolerance {tol:g} (from the same sweeps):")
         print(other.to_string())
     per_rank = table.groupby("true_rank").agg(
