@@ -84,7 +84,11 @@ def figure(table: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, len(sessions), figsize=(5.5 * len(sessions), 3.6), squeeze=False)
     for ax, s in zip(axes[0], sessions):
         t = table[table.session == s]
-        ax.barh(range(len(t)), t.test_bits_per_spike, color=["0.6", "C3", "C2", "C0", "C9", "C1", "C4", "k"][: len(t)])
+        ax.barh(
+            range(len(t)),
+            t.test_bits_per_spike,
+            color=["0.6", "C3", "C2", "C0", "C9", "C1", "C4", "k"][: len(t)],
+        )
         ax.set_yticks(range(len(t)), [f"{m} ({r})" for m, r in zip(t.method, t["rank"])], fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("test bits per spike (higher is better)")

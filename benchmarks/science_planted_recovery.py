@@ -4,6 +4,8 @@ Run::
 
     python benchmarks/science_planted_recovery.py --fast            # ~3 min: R* in {1, 2}, 1 seed, small
     python benchmarks/science_planted_recovery.py --seeds 2         # R* in {1, 2, 3, 5}, 250 trials, 100 units
+    python benchmarks/science_planted_recovery.py --first-seed 2 --seeds 2   # seeds 2, 3 (split a long study)
+    python benchmarks/science_planted_recovery.py --from-rows a_rows.jsonl b_rows.jsonl   # summarise, no fits
 
 For every planted rank R* and session seed, a planted session is simulated (``simulate_session(
 planted_rank=R*)``), aligned (go cue, -0.48..0.6 s, 20 ms bins: 54 bins), and ``nwb_ltr.select``
@@ -320,6 +322,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--fast", action="store_true", help="R* in {1, 2}, 1 seed, 120 trials, 40 units")
     parser.add_argument("--ranks", default="1,2,3,5", help="planted ranks")
     parser.add_argument("--seeds", type=int, default=10, help="session seeds per planted rank")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="run session seeds FIRST .. FIRST+SEEDS-1 (split a long study)",
+    )
     parser.add_argument("--trials", type=int, nargs=3, default=[50, 100, 100])
     parser.add_argument("--units", type=int, default=100)
     parser.add_argument("--rnn-dim", type=int, default=50)
@@ -342,7 +350,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument(
         "--from-rows",
         type=Path,
-        help="summarise the per-session JSONL of an earlier (possibly interrupted) run instead of fitting",
+        nargs="+",
+        help="summarise the per-session JSONL files of earlier (possibly interrupted or split) runs "
+        "instead of fitting",
     )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -354,16 +364,21 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     rows = []
     stem = "planted_recovery_fast" if args.fast else "planted_recovery"
     stem += "_matched_link" if args.matched_link else ""
+    if args.first_seed:
+        stem += f"_from_seed{args.first_seed}"
     partial = args.out / f"{stem}_rows.jsonl"  # one line per finished session (survives an interrupted run)
     if args.from_rows is not None:  # summarise an (interrupted) earlier run: no fitting
         rows = [
-            _complete(json.loads(line)) for line in args.from_rows.read_text().splitlines() if line.strip()
+            _complete(json.loads(line))
+            for path in args.from_rows
+            for line in path.read_text().splitlines()
+            if line.strip()
         ]
+        rows.sort(key=lambda r: (r["seed"], r["true_rank"]))
     else:
         partial.write_text("")
-    for seed in range(
-        args.seeds if args.from_rows is None else 0
-    ):  # seeds outermost: a stopped run covers every R*
+    seeds = range(args.first_seed, args.first_seed + args.seeds) if args.from_rows is None else []
+    for seed in seeds:  # seeds outermost: a stopped run covers every R*
         for rank in [int(r) for r in args.ranks.split(",")]:
             row = run_one(rank, seed, args)
             rows.append(row)

@@ -183,7 +183,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="static components of the ltrRNN fits (a shared base W_0; default rnn_dim - largest rank; 0 = none)",
     )
     parser.add_argument(
-        "--default-teacher", action="store_true", help="the simulator's default teacher instead of TEACHER_SESSION"
+        "--default-teacher",
+        action="store_true",
+        help="the simulator's default teacher instead of TEACHER_SESSION",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=OUT)

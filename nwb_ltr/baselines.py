@@ -316,7 +316,9 @@ def compare_baselines(
         if other.masks is None or not np.array_equal(
             np.asarray(other.masks.transpose(*dims.DATA_DIMS).values), np.asarray(masks.values)
         ):
-            raise ConfigError(f"fit {name!r} was not fitted on the ltrRNN fit's masks; pass masks=ltr.masks to fit")
+            raise ConfigError(
+                f"fit {name!r} was not fitted on the ltrRNN fit's masks; pass masks=ltr.masks to fit"
+            )
     options = {"seed": int(ltr.provenance.get("seed", 0)), "device": "cpu"}
     options.update(rnn_options or {})
     rows: list[dict[str, Any]] = []

@@ -497,9 +497,7 @@ def test_plateaus_lower_the_learning_rate_before_early_stopping(gaussian_fit, tm
     assert plain.metrics["stopped_reason"] == decayed.metrics["stopped_reason"] == "early_stopping"
     # the same path up to the first plateau, then two lower rates before stopping
     n = plain.metrics["n_iters"]
-    np.testing.assert_array_equal(
-        plain.history["objective"].values, decayed.history["objective"].values[:n]
-    )
+    np.testing.assert_array_equal(plain.history["objective"].values, decayed.history["objective"].values[:n])
     assert sorted(set(decayed.history["lr"].round(12)), reverse=True) == [0.02, 0.01, 0.005]
     assert decayed.metrics["n_iters"] > n
     assert decayed.metrics["val_loss"] <= plain.metrics["val_loss"]

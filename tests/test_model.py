@@ -233,7 +233,14 @@ def test_static_model_with_zero_trial_factors_is_the_shared_w_model():
         shared.factor_mean.copy_(static.factor_mean[R:])
         static.factor_mean[:R] = 0.0
         static.factor_z.zero_()
-        for name in ("input_map_raw", "bias_raw", "init_raw", "decoder_raw", "decoder_scale", "decoder_offset"):
+        for name in (
+            "input_map_raw",
+            "bias_raw",
+            "init_raw",
+            "decoder_raw",
+            "decoder_scale",
+            "decoder_offset",
+        ):
             getattr(shared, name).copy_(getattr(static, name))
         shared.inputs.load_state_dict(static.inputs.state_dict())
         np.testing.assert_allclose(static().mean.numpy(), shared().mean.numpy(), rtol=1e-6, atol=1e-7)

@@ -28,7 +28,10 @@ def sha256(path: Path) -> str:
 @pytest.fixture(scope="module")
 def session_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("session") / "planted.nwb"
-    assert main(["simulate", str(path), "--planted-rank", "2", "--trials", "8,12,12", "--units", "16", "-q"]) == 0
+    assert (
+        main(["simulate", str(path), "--planted-rank", "2", "--trials", "8,12,12", "--units", "16", "-q"])
+        == 0
+    )
     return path
 
 
@@ -39,7 +42,9 @@ def test_simulate_cli_prints_what_it_wrote(tmp_path: Path, capsys: pytest.Captur
     printed = capsys.readouterr().out
     assert printed.startswith(f"wrote {out}  (planted rank-1 RNN; 9 trials, 4 units, seed 0")
     assert main(["simulate", str(out), "--planted-rank", "1", "--trials", "3,3,3", "--units", "4", "-q"]) == 1
-    assert capsys.readouterr().err == f"error: output file already exists: {out}; pass --force to replace it\n"
+    assert (
+        capsys.readouterr().err == f"error: output file already exists: {out}; pass --force to replace it\n"
+    )
 
 
 def test_inspect_suggests_alignment(session_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,7 +75,15 @@ def test_fit_writes_results_and_leaves_source_untouched(
     out = tmp_path / "fit.nwb"
     assert main(["fit", str(session_path), "-o", str(out), *SMALL_FIT, "-q"]) == 0
     table = capsys.readouterr().out
-    for row in ("output", "tensor", "rank / rnn size", "iterations", "loss train/val/test", "test bits/spike", "wall time"):
+    for row in (
+        "output",
+        "tensor",
+        "rank / rnn size",
+        "iterations",
+        "loss train/val/test",
+        "test bits/spike",
+        "wall time",
+    ):
         assert row in table
     assert f"output               {out}" in table
     assert sha256(session_path) == before
@@ -103,10 +116,25 @@ def test_fit_writes_results_and_leaves_source_untouched(
 
 def test_fit_config_file_and_flags_override(session_path: Path, tmp_path: Path) -> None:
     config = tmp_path / "fit.toml"
-    config.write_text('rank = 3\nrnn_dim = 20\nmax_iters = 10\nbin_size = 0.05\ngp_length = 5.0\n')
+    config.write_text("rank = 3\nrnn_dim = 20\nmax_iters = 10\nbin_size = 0.05\ngp_length = 5.0\n")
     out = tmp_path / "fit.nwb"
-    assert main(["fit", str(session_path), "-o", str(out), "--config", str(config), "--rank", "1",
-                 "--no-progress", "-q"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(session_path),
+                "-o",
+                str(out),
+                "--config",
+                str(config),
+                "--rank",
+                "1",
+                "--no-progress",
+                "-q",
+            ]
+        )
+        == 0
+    )
     result = nwb_ltr.read_results(out)
     assert result.rank == 1  # the flag wins over the file
     assert result.rnn_dim == 20
@@ -128,7 +156,9 @@ def test_fit_static_rank_flag_reaches_the_results(session_path: Path, tmp_path: 
 
 def test_python_api_chain(session_path: Path, tmp_path: Path) -> None:
     with nwb_ltr.open_session(session_path) as nwbfile:
-        data = nwb_ltr.align_trials(nwbfile, "go_cue_time", (-0.5, 0.5), 0.02, condition="target_id", epoch="block")
+        data = nwb_ltr.align_trials(
+            nwbfile, "go_cue_time", (-0.5, 0.5), 0.02, condition="target_id", epoch="block"
+        )
     assert data.dims == ("trial", "time", "unit")
     result = nwb_ltr.fit(data, rank=2, rnn_dim=24, max_iters=10, seed=3)
     out = nwb_ltr.write_results(result, session_path, tmp_path / "api.nwb", data=data)
@@ -157,8 +187,22 @@ def test_dandi_streamed_and_downloaded_tensors_identical(served, tmp_path: Path)
 
 def test_cli_fit_from_dandi_by_id_and_asset_glob(served, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     out = tmp_path / "dandi_fit.nwb"
-    code = main(["fit", "000123", "--asset", "sub-P2/*.nwb", "--api-url", served.api_url, "--cache-dir",
-                 str(tmp_path / "cache"), "-o", str(out), *SMALL_FIT, "-q"])
+    code = main(
+        [
+            "fit",
+            "000123",
+            "--asset",
+            "sub-P2/*.nwb",
+            "--api-url",
+            served.api_url,
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "-o",
+            str(out),
+            *SMALL_FIT,
+            "-q",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     result = nwb_ltr.read_results(out)
     assert result.provenance["source"]["dandiset_id"] == "000123"
@@ -176,13 +220,33 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(session_path: Path, tmp_pat
     ckpt = tmp_path / ".interrupted.nwb.checkpoints"
     # max_iters is not part of a checkpoint's identity: the interrupted run is open-ended, so that the
     # signal always lands mid-fit however slow the machine; the resumed run goes 20 iterations further
-    base = [sys.executable, "-m", "nwb_ltr.cli", "fit", str(session_path), "-o", str(out), "--rank", "2",
-            "--rnn-dim", "24", "--config", str(tmp_path / "c.toml"), "--no-progress", "-q"]
+    base = [
+        sys.executable,
+        "-m",
+        "nwb_ltr.cli",
+        "fit",
+        str(session_path),
+        "-o",
+        str(out),
+        "--rank",
+        "2",
+        "--rnn-dim",
+        "24",
+        "--config",
+        str(tmp_path / "c.toml"),
+        "--no-progress",
+        "-q",
+    ]
     (tmp_path / "c.toml").write_text("checkpoint_every = 5\npatience = 100000\n")
     # a shell that starts the test run in the background makes children ignore SIGINT; a user's
     # terminal does not, so give the child the default disposition (Python then raises KeyboardInterrupt)
-    proc = subprocess.Popen([*base, "--max-iters", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [*base, "--max-iters", "1000000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not (ckpt / "checkpoint.pt").exists():
@@ -205,8 +269,9 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(session_path: Path, tmp_pat
 
     done = torch.load(ckpt / "checkpoint.pt", weights_only=False)["iteration"]
     assert done >= 5
-    resumed = subprocess.run([*base, "--max-iters", str(done + 20), "--resume"], capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run(
+        [*base, "--max-iters", str(done + 20), "--resume"], capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert out.exists()
     assert not ckpt.exists()
@@ -215,8 +280,12 @@ def test_ctrl_c_keeps_checkpoint_and_resume_finishes(session_path: Path, tmp_pat
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "nwb_ltr.cli", "demo", "--out", str(tmp_path / "demo"),
-                           "--no-progress"], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nwb_ltr.cli", "demo", "--out", str(tmp_path / "demo"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr
     files = sorted(p.name for p in (tmp_path / "demo").iterdir())
     assert files == ["ltr_fit.png", "session.nwb", "sub-demo_ses-learning_desc-ltr_ecephys.nwb"]

@@ -146,13 +146,22 @@ def test_table_shape_and_columns(tiny: xr.DataArray) -> None:
     assert res.fit is None
 
 
-def test_static_rank_leaves_out_impossible_candidates(tiny: xr.DataArray, caplog: pytest.LogCaptureFixture) -> None:
+def test_static_rank_leaves_out_impossible_candidates(
+    tiny: xr.DataArray, caplog: pytest.LogCaptureFixture
+) -> None:
     CALLS.clear()
     res = select(tiny, ranks=[1, 2, 3], rnn_dims=[4], folds=2, static_rank=2, workers=1, refit=False, **FAKE)
     assert sorted(set(res.table["rank"])) == [1, 2]  # 3 + 2 > 4
     assert "rank (+ static_rank) > rnn_dim: [(3, 2, 4)]" in caplog.text
     swept = select(
-        tiny, ranks=[1, 2], rnn_dims=[4], folds=2, params={"static_rank": [0, 3]}, workers=1, refit=False, **FAKE
+        tiny,
+        ranks=[1, 2],
+        rnn_dims=[4],
+        folds=2,
+        params={"static_rank": [0, 3]},
+        workers=1,
+        refit=False,
+        **FAKE,
     )
     kept = swept.table[["rank", "static_rank"]].drop_duplicates().values.tolist()
     assert kept == [[1, 0], [1, 3], [2, 0]]

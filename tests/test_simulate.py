@@ -351,6 +351,8 @@ def test_planted_fit_options_are_valid_fit_settings(planted: SimulatedSession) -
     data = align_trials(
         planted.nwbfile, "go_cue_time", (-0.5, 0.6), 0.02, condition="target_id", epoch="block"
     )
-    r = fit(data.isel(trial=slice(0, 30)), rank=2, rnn_dim=8, max_iters=3, device="cpu", **PLANTED_FIT_OPTIONS)
+    r = fit(
+        data.isel(trial=slice(0, 30)), rank=2, rnn_dim=8, max_iters=3, device="cpu", **PLANTED_FIT_OPTIONS
+    )
     recorded = {**r.config["model"], **r.config["fit"]}
     assert {k: recorded[k] for k in PLANTED_FIT_OPTIONS} == PLANTED_FIT_OPTIONS

@@ -106,7 +106,14 @@ def _check_ranges(model: ModelConfig, fit: FitConfig) -> None:
         "n_folds",
     ):
         _positive(name, getattr(fit, name))
-    for name in ("activity_penalty", "input_penalty", "prior_weight", "min_delta", "max_nan_retries", "lr_decays"):
+    for name in (
+        "activity_penalty",
+        "input_penalty",
+        "prior_weight",
+        "min_delta",
+        "max_nan_retries",
+        "lr_decays",
+    ):
         if getattr(fit, name) < 0:
             raise ConfigError(f"{name} must be non-negative, got {getattr(fit, name)}")
     if not 0.0 < fit.lr_decay_factor < 1.0:

@@ -167,7 +167,9 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 def check_tolerance(tolerance: Any) -> None:
     """Raise ConfigError unless ``tolerance`` is a number in [0, 1)."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
-        raise ConfigError(f"tolerance must be a number in [0, 1) (relative to the best loss), got {tolerance!r}")
+        raise ConfigError(
+            f"tolerance must be a number in [0, 1) (relative to the best loss), got {tolerance!r}"
+        )
 
 
 def choose(summary: pd.DataFrame, rule: str = "1se", tolerance: float = 0.0) -> tuple[int, str]:
