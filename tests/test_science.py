@@ -252,3 +252,42 @@ def test_ltr_rnn_with_a_static_base_beats_shared_w_rnns_and_tracks_learning_on_a
         to_end[r] = np.linalg.norm(c[r] - c[r[-10:]].mean(axis=0), axis=1)
     learning = blocks != "BL"
     assert np.corrcoef(to_end[learning], err[learning])[0, 1] > 0.5
+
+
+def test_planted_benchmark_summarises_split_runs_without_fitting(tmp_path, monkeypatch) -> None:
+    """`--from-rows a b` merges the per-session JSONL of split runs (``--first-seed``) into one
+    confusion table, recomputing the tolerance choices from the recorded losses."""
+    import json
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    sys.modules.pop("science_planted_recovery", None)
+    import science_planted_recovery as spr
+
+    def row(rank: int, seed: int, losses: dict[int, float]) -> dict:
+        return {
+            "true_rank": rank,
+            "seed": seed,
+            "selected": min(losses, key=losses.get),
+            "trial_corr_mean": 0.95,
+            "trial_corr_min": 0.9,
+            "angle_mean_deg": 10.0,
+            "angle_max_deg": 12.0,
+            "angle_random_deg": 80.0,
+            "seconds": 1.0,
+            "truth_test_loss": 0.5,
+            "test_loss": {str(k): v for k, v in losses.items()},
+            "sem": {str(k): 1e-5 for k in losses},
+            "shape": [10, 5, 4],
+        }
+
+    a, b = tmp_path / "a_rows.jsonl", tmp_path / "b_rows.jsonl"
+    a.write_text(json.dumps(row(2, 0, {1: 0.53, 2: 0.52, 3: 0.5201})) + "\n")
+    # rank 4 lower than 3 by 0.02 %: the plain rule takes 4, a 0.0005 tolerance takes 3
+    b.write_text(json.dumps(row(3, 1, {2: 0.53, 3: 0.52, 4: 0.5199})) + "\n\n")
+    table = spr.main(["--from-rows", str(b), str(a), "--out", str(tmp_path / "out")])
+    assert list(zip(table.true_rank, table.seed, table.selected)) == [(2, 0, 2), (3, 1, 4)]
+    assert list(table["selected_tol_0.0005"]) == [2, 3]
+    assert (tmp_path / "out" / "planted_recovery.png").stat().st_size > 0
