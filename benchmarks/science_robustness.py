@@ -29,6 +29,8 @@ OUT = Path(__file__).parent / "out"
 
 #: (name, bin size s, smoothing sigma s)
 VARIANTS = [("20 ms", 0.02, None), ("10 ms", 0.01, None), ("20 ms, smoothed 20 ms", 0.02, 0.02)]
+#: short names for ``--variants``
+VARIANT_KEYS = dict(zip(["20ms", "10ms", "smoothed"], VARIANTS))
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -43,9 +45,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--folds", type=int, default=3, help="cross-validation folds of the selection")
     parser.add_argument("--above", type=int, default=2, help="candidate ranks R*-1 .. R*+ABOVE")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANT_KEYS),
+        help=f"comma-separated, from {','.join(VARIANT_KEYS)} (the first is the reference of similarity_to_20ms)",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    variants = VARIANTS
+    unknown = [n for n in args.variants.split(",") if n not in VARIANT_KEYS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {','.join(VARIANT_KEYS)}")
+    variants = [VARIANT_KEYS[n] for n in args.variants.split(",")]
     if args.fast:
         args.rank, args.sessions, args.trials, args.units, args.iters = 2, 1, [24, 48, 48], 40, 1000
         variants = VARIANTS[::2]
@@ -78,6 +88,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             if reference is None:
                 reference = (idx, c)
             common, ia, ib = np.intersect1d(reference[0], idx, return_indices=True)
+            summary = res.summary_table.set_index("rank")
             rows.append(
                 {
                     "variant": name,
@@ -87,10 +98,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     "recovery_corr": float(match_corr(truth.c[idx], c).mean()),
                     "similarity_to_20ms": factor_similarity(reference[1][ia], c[ib]),
                     "seconds": time.perf_counter() - t1,
+                    # the margins behind the choice (per-entry losses: comparable within a variant only)
+                    "test_loss": {int(k): round(float(v), 6) for k, v in summary.mean_test_loss.items()},
+                    "sem": {int(k): round(float(v), 6) for k, v in summary.sem_test_loss.items()},
                 }
             )
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
+    losses = table.pop("test_loss")
+    table.pop("sem")
     print(f"\nplanted R*={args.rank}: selected rank and trial factors per variant and session seed")
     print(table.to_string(index=False, float_format="%.3f"))
     spread = table.groupby("variant", sort=False).agg(
@@ -103,7 +119,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     print(spread.to_string(float_format="%.3f"))
     print(f"\ntotal wall time {time.perf_counter() - t0:.0f} s; settings {vars(args)}")
     stem = "robustness_fast" if args.fast else "robustness"
-    table.to_csv(args.out / f"{stem}.csv", index=False)
+    table.assign(test_loss=losses.map(json.dumps)).to_csv(args.out / f"{stem}.csv", index=False)
     (args.out / f"{stem}_settings.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}))
     figure(table, args.rank, args.out / f"{stem}.png")
     return table
