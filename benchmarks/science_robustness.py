@@ -140,6 +140,7 @@ def figure(table: pd.DataFrame, rank: int, path: Path) -> None:
         axes[1].scatter(np.full(len(t), i) + jitter, t.recovery_corr, color=f"C{i}")
     axes[0].axhline(rank, color="k", ls="--", lw=0.8)
     axes[0].set_ylabel("selected rank")
+    axes[0].yaxis.get_major_locator().set_params(integer=True)
     axes[1].set_ylabel("trial-factor recovery |corr|")
     axes[1].set_ylim(0, 1.02)
     for ax in axes:
