@@ -103,26 +103,6 @@ def truth_mean(data: Any, truth: Any) -> np.ndarray:
     return truth.dt * np.logaddexp(0.0, z)
 
 
-def matched_link_data(data: Any, truth: Any, seed: int) -> Any:
-    """The same session with counts redrawn from the model's own link (a diagnostic).
-
-    The simulator draws ``Poisson(dt * softplus(z))`` (rates in Hz) but the fitted model's Poisson
-    mean is ``softplus(eta)`` counts per bin, so the planted session is not exactly in the fitted
-    family.  Here counts are redrawn as ``Poisson(softplus(dt * z - shift))`` with one ``shift``
-    giving the same mean count, which is exactly representable by the model at rank R*.
-    """
-    _, z_hz = truth_activity(data, truth)
-    z = truth.dt * z_hz
-    target = float(data.values.mean())
-    lo, hi = -20.0, 20.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if np.logaddexp(0.0, z - mid).mean() > target else (lo, mid)
-    lam = np.logaddexp(0.0, z - 0.5 * (lo + hi))
-    new = np.random.default_rng([seed, 99]).poisson(lam).astype(data.dtype)
-    return data.copy(data=new)
-
-
 def truth_test_loss(data: Any, truth: Any, folds: int) -> float:
     """The planted model's own mean test loss over the selection's folds (same masks as ``select``):
     the floor the candidates' mean test losses are compared with."""
@@ -170,8 +150,6 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     data, truth = planted_data(rank, seed, tuple(args.trials), args.units)
-    if args.matched_link:
-        data = matched_link_data(data, truth, seed)
     ranks = list(range(max(1, rank - 1), rank + args.above + 1))
     res = select(
         data,
@@ -343,11 +321,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         help="relative tolerance of the one-SE rule (select's tolerance)",
     )
     parser.add_argument(
-        "--matched-link",
-        action="store_true",
-        help="redraw counts from the model's own link (diagnostic, see matched_link_data)",
-    )
-    parser.add_argument(
         "--from-rows",
         type=Path,
         nargs="+",
@@ -363,7 +336,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     t0 = time.perf_counter()
     rows = []
     stem = "planted_recovery_fast" if args.fast else "planted_recovery"
-    stem += "_matched_link" if args.matched_link else ""
     if args.first_seed:
         stem += f"_from_seed{args.first_seed}"
     partial = args.out / f"{stem}_rows.jsonl"  # one line per finished session (survives an interrupted run)
