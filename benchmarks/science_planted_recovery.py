@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     print(table.drop(columns=["test_loss", "sem"]).to_string(index=False, float_format="%.3f"))
     print(f"\nconfusion (rows planted R*, columns selected rank; one-SE rule, tolerance {args.tolerance:g}):")
     print(confusion.to_string())
-    for tol in TOLERANCES:
+    for tol in (t for t in TOLERANCES if t != args.tolerance):
         other = _confusion(table, f"selected_tol_{tol:g}")
         print(f"\nconfusion with tolerance {tol:g} (from the same sweeps):")
         print(other.to_string())
