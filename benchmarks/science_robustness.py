@@ -27,10 +27,12 @@ from science_planted_recovery import PLANTED_FIT, match_corr, planted_data, sele
 
 OUT = Path(__file__).parent / "out"
 
-#: (name, bin size s, smoothing sigma s)
-VARIANTS = [("20 ms", 0.02, None), ("10 ms", 0.01, None), ("20 ms, smoothed 20 ms", 0.02, 0.02)]
-#: short names for ``--variants``
-VARIANT_KEYS = dict(zip(["20ms", "10ms", "smoothed"], VARIANTS))
+#: ``--variants`` key -> (name, bin size s, smoothing sigma s)
+VARIANTS = {
+    "20ms": ("20 ms", 0.02, None),
+    "10ms": ("10 ms", 0.01, None),
+    "smoothed": ("20 ms, smoothed 20 ms", 0.02, 0.02),
+}
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -47,18 +49,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--above", type=int, default=2, help="candidate ranks R*-1 .. R*+ABOVE")
     parser.add_argument(
         "--variants",
-        default=",".join(VARIANT_KEYS),
-        help=f"comma-separated, from {','.join(VARIANT_KEYS)} (the first is the reference of similarity_to_20ms)",
+        default=",".join(VARIANTS),
+        help=f"comma-separated, from {','.join(VARIANTS)} (the first is the reference of similarity_to_20ms)",
     )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    unknown = [n for n in args.variants.split(",") if n not in VARIANT_KEYS]
+    unknown = [n for n in args.variants.split(",") if n not in VARIANTS]
     if unknown:
-        parser.error(f"unknown variant(s) {unknown}; choose from {','.join(VARIANT_KEYS)}")
-    variants = [VARIANT_KEYS[n] for n in args.variants.split(",")]
+        parser.error(f"unknown variant(s) {unknown}; choose from {','.join(VARIANTS)}")
+    variants = [VARIANTS[n] for n in args.variants.split(",")]
     if args.fast:
         args.rank, args.sessions, args.trials, args.units, args.iters = 2, 1, [24, 48, 48], 40, 1000
-        variants = VARIANTS[::2]
+        variants = [VARIANTS["20ms"], VARIANTS["smoothed"]]
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     from nwb_ltr.selection import factor_similarity, select
@@ -105,8 +107,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             )
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    losses = table.pop("test_loss")
-    table.pop("sem")
+    margins = table[["test_loss", "sem"]].map(json.dumps)
+    table = table.drop(columns=["test_loss", "sem"])
     print(f"\nplanted R*={args.rank}: selected rank and trial factors per variant and session seed")
     print(table.to_string(index=False, float_format="%.3f"))
     spread = table.groupby("variant", sort=False).agg(
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     print(spread.to_string(float_format="%.3f"))
     print(f"\ntotal wall time {time.perf_counter() - t0:.0f} s; settings {vars(args)}")
     stem = "robustness_fast" if args.fast else "robustness"
-    table.assign(test_loss=losses.map(json.dumps)).to_csv(args.out / f"{stem}.csv", index=False)
+    table.join(margins).to_csv(args.out / f"{stem}.csv", index=False)
     (args.out / f"{stem}_settings.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}))
     figure(table, args.rank, args.out / f"{stem}.png")
     return table

@@ -291,3 +291,29 @@ def test_planted_benchmark_summarises_split_runs_without_fitting(tmp_path, monke
     assert list(zip(table.true_rank, table.seed, table.selected)) == [(2, 0, 2), (3, 1, 4)]
     assert list(table["selected_tol_0.0005"]) == [2, 3]
     assert (tmp_path / "out" / "planted_recovery.png").stat().st_size > 0
+
+
+def test_robustness_benchmark_records_the_margins_behind_each_choice(tmp_path, monkeypatch, capsys) -> None:
+    """The robustness CSV keeps every candidate rank's mean test loss and s.e.m. (the margin of the
+    choice); unknown ``--variants`` are refused with the valid names."""
+    import json
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    sys.modules.pop("science_robustness", None)
+    import science_robustness as sr
+
+    with pytest.raises(SystemExit):
+        sr.main(["--variants", "20ms,5ms"])
+    assert "unknown variant(s) ['5ms']; choose from 20ms,10ms,smoothed" in capsys.readouterr().err
+    tiny = ["--trials", "8", "16", "16", "--units", "10", "--iters", "10", "--folds", "2", "--rank", "1"]
+    sr.main([*tiny, "--above", "1", "--sessions", "1", "--variants", "smoothed", "--out", str(tmp_path)])
+    row = pd.read_csv(tmp_path / "robustness.csv").iloc[0]
+    losses, sems = json.loads(row["test_loss"]), json.loads(row["sem"])
+    assert row.variant == "20 ms, smoothed 20 ms" and set(losses) == set(sems) == {"1", "2"}
+    # the one-SE rule: the selected rank is within one s.e.m. of the best mean test loss
+    best = min(losses, key=losses.get)
+    assert losses[str(row.selected)] <= losses[best] + sems[best] + 1e-12
