@@ -120,6 +120,22 @@ def test_stall_in_the_middle_of_a_streamed_read_fails_cleanly(served, monkeypatc
     assert elapsed < 15
 
 
+def test_test_server_is_quiet_about_clients_that_hang_up_but_not_about_its_own_errors(served, capsys) -> None:  # noqa: ANN001
+    """A client timing out of a stall resets the connection; socketserver would print that traceback
+    to stderr, in the middle of the CLI's one-line error (it made the test above flaky)."""
+    httpd = served._httpd
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError:
+        httpd.handle_error(None, ("127.0.0.1", 1))
+    assert capsys.readouterr().err == ""
+    try:
+        raise KeyError("a bug in the server")
+    except KeyError:
+        httpd.handle_error(None, ("127.0.0.1", 1))
+    assert "KeyError: 'a bug in the server'" in capsys.readouterr().err
+
+
 def test_download_through_faults_verifies_and_leaves_no_partial(
     served, session: Path, tmp_path: Path
 ) -> None:  # noqa: ANN001

@@ -29,6 +29,7 @@ import logging
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -257,6 +258,15 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     app: DandiServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client hanging up mid-request (as clients do when a stall fault times them out) is
+        logged at debug level instead of printed to stderr, where it would mix with the CLI's own
+        one-line errors; any other server error is printed as usual."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            logger.debug("client %s hung up", client_address)
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
