@@ -162,6 +162,7 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         refit=False,
         keep_fits=True,
         tolerance=args.tolerance,
+        warm_start=args.warm_start,
         **PLANTED_FIT,
     )
     fit = selected_fit(res)
@@ -179,6 +180,7 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     row = {
         "true_rank": rank,
         "seed": seed,
+        "warm_start": bool(args.warm_start),
         "selected": int(res.selected["rank"]),
         **{f"selected_tol_{tol:g}": r for tol, r in by_tolerance.items()},
         "trial_corr_mean": float(corr.mean()),
@@ -321,6 +323,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         help="relative tolerance of the one-SE rule (select's tolerance)",
     )
     parser.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="fit the candidate ranks from the top down, each from the rank above (select's warm_start)",
+    )
+    parser.add_argument(
         "--from-rows",
         type=Path,
         nargs="+",
@@ -336,6 +343,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     t0 = time.perf_counter()
     rows = []
     stem = "planted_recovery_fast" if args.fast else "planted_recovery"
+    if args.warm_start:
+        stem += "_warm"
     if args.first_seed:
         stem += f"_from_seed{args.first_seed}"
     partial = args.out / f"{stem}_rows.jsonl"  # one line per finished session (survives an interrupted run)

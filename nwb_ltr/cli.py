@@ -337,6 +337,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         folds=args.folds,
         tolerance=args.tolerance,
+        warm_start=args.warm_start,
         scheduler=args.scheduler,
         workers=args.workers,
         output=Path(args.output) if args.output else None,
@@ -442,6 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="relative loss difference treated as none by the one-SE rule, e.g. 0.001 (default 0)",
+    )
+    p.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="fit the ranks from the top down, each starting from the rank above (see README)",
     )
     p.add_argument(
         "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (default: local processes)"

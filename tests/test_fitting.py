@@ -13,7 +13,7 @@ from scipy.optimize import linear_sum_assignment
 from nwb_ltr.config import FitConfig, InitialState, InputKind, Integrator, Likelihood, ModelConfig, from_dict
 from nwb_ltr.errors import ConfigError, ConfigTypeError, FitError
 from nwb_ltr.fitting import DataError, DataTypeError, _loop, _metrics, fit, make_masks, predict_trial_factors
-from nwb_ltr.model import LtrRNN, resimulate
+from nwb_ltr.model import LtrRNN, resimulate, warm_components
 
 TINY = dict(rank=2, rnn_dim=12, device="cpu", block_half_widths=(2, 2, 0))
 
@@ -537,3 +537,75 @@ def test_static_components_fit_write_and_read_back(tmp_path):
     xr.testing.assert_identical(back.trial_factors, r.trial_factors)
     rel = np.abs(resimulate(back) - r.reconstruction.values).max() / np.abs(r.reconstruction.values).max()
     assert rel < 1e-5
+
+
+# ------------------------------------------------------------------------------------------
+# warm starts (fit(init_from=...)): the descent used by select(warm_start=True)
+
+FROZEN = dict(max_iters=1, lr=1e-9)  # one negligible step: the fit returns its starting point
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"input_kind": "free", "initial_state": "per_condition", "latent_inputs": False}],
+    ids=["smooth-latent", "free-per-condition-full"],
+)
+def test_warm_start_at_the_same_rank_reproduces_the_source(options: dict) -> None:
+    data, _ = planted(rank=2)
+    source = fit(data, **{**TINY, "rank": 3}, max_iters=40, **options)
+    warm = fit(data, **{**TINY, "rank": 3}, init_from=source, **FROZEN, **options)
+    np.testing.assert_allclose(warm.reconstruction.values, source.reconstruction.values, atol=1e-5)
+    np.testing.assert_allclose(warm.trial_factors.values, source.trial_factors.values, atol=1e-5)
+    assert warm.metrics["warm_start_from_rank"] == 3
+    assert "warm_start_from_rank" not in source.metrics
+
+
+def test_warm_start_keeps_the_strongest_components() -> None:
+    data, _ = planted(rank=2)
+    source = fit(data, **{**TINY, "rank": 3}, max_iters=40)
+    strength = np.sqrt((source.trial_factors.values**2).mean(axis=0))
+    kept = warm_components(source, 2)
+    assert kept == sorted(np.argsort(strength)[1:].tolist())
+    warm = fit(data, **TINY, init_from=source, **FROZEN)
+    for name in ("trial_factors", "column_factors", "row_factors"):
+        np.testing.assert_allclose(
+            getattr(warm, name).values, getattr(source, name).values[:, kept], atol=1e-5, err_msg=name
+        )
+    # dropping a component costs some fit, but the descent starts far below a random start
+    cold = fit(data, **TINY, **FROZEN)
+    assert warm.metrics["train_loss"] < cold.metrics["train_loss"]
+
+
+def test_warm_start_with_a_static_base_keeps_the_static_components() -> None:
+    data, _ = planted(rank=2)
+    source = fit(data, **{**TINY, "rank": 3, "rnn_dim": 12}, static_rank=2, max_iters=30)
+    warm = fit(data, **TINY, static_rank=2, init_from=source, **FROZEN)
+    kept = [*warm_components(source, 2), 3, 4]  # the two static components are always kept
+    np.testing.assert_allclose(warm.column_factors.values, source.column_factors.values[:, kept], atol=1e-5)
+    np.testing.assert_allclose(warm.trial_factors.values, source.trial_factors.values[:, kept], atol=1e-5)
+
+
+def test_warm_start_errors() -> None:
+    data, _ = planted(rank=2)
+    source = fit(data, **TINY, max_iters=5)
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "init_from has rank 2, below this fit's rank 3; warm starts go down in rank (fit the higher rank first)"
+        ),
+    ):
+        fit(data, **{**TINY, "rank": 3}, init_from=source, max_iters=2)
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "init_from was fitted with rnn_dim=12 but this fit has rnn_dim=10; a warm start needs the same value"
+        ),
+    ):
+        fit(data, **{**TINY, "rnn_dim": 10}, init_from=source, max_iters=2)
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "init_from has 30 trials but the data has 40; warm-start from a fit of the same data"
+        ),
+    ):
+        fit(data, **TINY, init_from=fit(data.isel(trial=slice(0, 30)), **TINY, max_iters=2), max_iters=2)

@@ -20,7 +20,7 @@ import pytest
 import xarray as xr
 
 from nwb_ltr import dims
-from nwb_ltr.errors import ConfigError, FitError
+from nwb_ltr.errors import ConfigError, ConfigTypeError, FitError
 from nwb_ltr.selection import choose, factor_similarity, select, summarize
 from nwb_ltr.simulate import PLANTED_FIT_OPTIONS
 
@@ -38,6 +38,12 @@ class FakeFit:
 
     trial_factors: xr.DataArray
     metrics: dict[str, Any] = field(default_factory=dict)
+    origin: tuple[int, int, int] = (0, 0, 0)  #: (rank, seed, sum of the fold's mask codes)
+    init: tuple[int, int, int] | None = None  #: origin of the warm-start source
+
+    @property
+    def rank(self) -> int:
+        return int(self.trial_factors.sizes[dims.RANK])
 
 
 def fake_masks(
@@ -58,6 +64,7 @@ def fake_fit(
     fail: tuple[int, int] | None = None,
     fail_all: bool = False,
     nan_rank: int | None = None,
+    init_from: FakeFit | None = None,
     **options: Any,
 ) -> FakeFit:
     CALLS.append((rank, rnn_dim, seed, int(masks.values.sum())))
@@ -81,7 +88,9 @@ def fake_fit(
         "test_bits_per_spike": 0.1 / loss,
         "n_iters": 10 * rank,
     }
-    return FakeFit(xr.DataArray(factors, dims=(dims.TRIAL, dims.RANK)), metrics)
+    origin = (rank, seed, int(masks.values.sum()))
+    init = None if init_from is None else init_from.origin
+    return FakeFit(xr.DataArray(factors, dims=(dims.TRIAL, dims.RANK)), metrics, origin, init)
 
 
 @pytest.fixture
@@ -344,6 +353,40 @@ def test_resume_skips_finished(tiny: xr.DataArray, tmp_path: Path) -> None:
     assert len(CALLS) == 2
     # an interrupted write leaves no record behind: only complete records count
     assert not list(sweep.glob("*.tmp"))
+
+
+def test_warm_start_descends_from_the_rank_above(
+    tiny: xr.DataArray, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    CALLS.clear()
+    kwargs = dict(ranks=[1, 2, 3], rnn_dims=[4], seeds=2, folds=2, workers=1, warm_start=True, **FAKE)
+    res = select(tiny, sweep_dir=tmp_path / "sweep", fail=(3, 0), **kwargs)
+    # every rank-3 fit runs before any rank-2 fit, every rank-2 fit before any rank-1 fit
+    ranks = [c[0] for c in CALLS[:-1]]
+    assert ranks == sorted(ranks, reverse=True)
+    table = res.table
+    expected = {3: "random", 2: "rank 3", 1: "rank 2"}
+    for row in table.itertuples():
+        init = "random" if (row.rank, row.seed) == (2, 0) else expected[row.rank]  # rank 3 seed 0 failed
+        assert row.init == init, row
+    assert (
+        "rank=2 rnn_dim=4 seed=0 fold=0: the rank above failed, starting from random factors" in caplog.text
+    )
+    # the source is the same seed and fold one rank up (same masks)
+    fits = select(tiny, refit=False, keep_fits=True, **kwargs).fits
+    for fit in fits.values():
+        rank, seed, masks = fit.origin
+        assert fit.init == (None if rank == 3 else (rank + 1, seed, masks))
+    # the refit continues from the selected setting's best fold fit
+    assert res.fit.init is not None and res.fit.init[:2] == (res.selected["rank"], res.selected["seed"])
+    assert res.fits == {}  # kept for the descent, not returned without keep_fits
+    # a rerun reuses everything (the stored fits are the sources), except the failed candidate
+    CALLS.clear()
+    again = select(tiny, sweep_dir=tmp_path / "sweep", fail=(3, 0), **kwargs)
+    assert [c[:3] for c in CALLS] == [(3, 4, 0), (3, 4, 0)]
+    pd.testing.assert_frame_equal(_comparable(res.table), _comparable(again.table))
+    with pytest.raises(ConfigTypeError, match="^warm_start must be True or False, got str$"):
+        select(tiny, ranks=[1], warm_start="yes", fit_fn=fake_fit, masks_fn=fake_masks)
 
 
 def test_serial_equals_parallel(tiny: xr.DataArray) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from nwb_ltr.model._gp import posterior_mean, prior_cholesky, prior_covariance, rq_kernel
 from nwb_ltr.model._ltr import LtrRNN, ModelOutput, take_rows
-from nwb_ltr.model._restore import condition_positions, from_result, resimulate
+from nwb_ltr.model._restore import condition_positions, from_result, resimulate, warm_components, warm_start
 
 __all__ = [
     "LtrRNN",
@@ -21,4 +21,6 @@ __all__ = [
     "resimulate",
     "rq_kernel",
     "take_rows",
+    "warm_components",
+    "warm_start",
 ]

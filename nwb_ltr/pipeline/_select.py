@@ -133,6 +133,7 @@ def run_select(
     seeds: int | Iterable[int] = 3,
     folds: int = 2,
     tolerance: float = 0.0,
+    warm_start: bool = False,
     scheduler: Any = None,
     workers: int | None = None,
     output: str | Path | None = None,
@@ -154,6 +155,8 @@ def run_select(
         The sweep (see :func:`nwb_ltr.select`).
     tolerance
         Relative tolerance of the one-standard-error rule (see :func:`nwb_ltr.select`).
+    warm_start
+        Fit the ranks from the top down, each from the rank above (see :func:`nwb_ltr.select`).
     scheduler
         Dask scheduler address (``tcp://host:8786``) or a ``distributed.Client``; None = local
         worker processes.
@@ -209,6 +212,7 @@ def run_select(
         seeds=seeds,
         folds=folds,
         tolerance=tolerance,
+        warm_start=warm_start,
         params=params,
         client=scheduler,
         workers=workers,

@@ -94,10 +94,21 @@ def _first_line(exc: BaseException) -> str:
 
 def failed_record(cand: Candidate, error: str, seconds: float = math.nan) -> dict[str, Any]:
     """Table row of a candidate that did not produce a usable fit."""
-    record: dict[str, Any] = {"status": "failed", "error": error, "seconds": seconds}
+    record: dict[str, Any] = {
+        "status": "failed",
+        "error": error,
+        "seconds": seconds,
+        "init": _init_text(cand),
+    }
     record.update({m: math.nan for m in METRICS})
     record["trial_factors"] = None
     return record
+
+
+def _init_text(cand: Candidate) -> str:
+    """How the candidate's fit starts: ``"random"`` or ``"rank N"`` (warm start from a rank-N fit)."""
+    source = cand.init_from
+    return "random" if source is None else f"rank {int(getattr(source, 'rank', -1))}"
 
 
 def run_candidate(data: xr.DataArray, cand: Candidate, spec: TaskSpec) -> tuple[dict[str, Any], Any]:
@@ -115,7 +126,7 @@ def run_candidate(data: xr.DataArray, cand: Candidate, spec: TaskSpec) -> tuple[
         kwargs = {**spec.fit_options, **cand.fit_kwargs()}
         result = _fit_fn(spec)(data, masks=masks, **kwargs)
         seconds = time.perf_counter() - start
-        record: dict[str, Any] = {"status": "ok", "error": "", "seconds": seconds}
+        record: dict[str, Any] = {"status": "ok", "error": "", "seconds": seconds, "init": _init_text(cand)}
         metrics = dict(getattr(result, "metrics", {}) or {})
         record.update({m: _number(metrics.get(m)) for m in METRICS})
         factors = result.trial_factors

@@ -8,7 +8,7 @@ import itertools
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -81,6 +81,8 @@ class Candidate:
     seed: int
     fold: int
     order: int = 0  #: position in the grid (the table is sorted by it)
+    #: warm start (``select(..., warm_start=True)``): the FitResult this fit starts from
+    init_from: Any = field(default=None, compare=False, repr=False)
 
     @property
     def hyper(self) -> tuple[Any, ...]:
@@ -115,7 +117,14 @@ class Candidate:
 
     def fit_kwargs(self) -> dict[str, Any]:
         """Keyword arguments that this candidate adds to the fit call."""
-        return {"rank": self.rank, "rnn_dim": self.rnn_dim, "seed": self.seed, **dict(self.params)}
+        kwargs = {"rank": self.rank, "rnn_dim": self.rnn_dim, "seed": self.seed, **dict(self.params)}
+        if self.init_from is not None:
+            kwargs["init_from"] = self.init_from
+        return kwargs
+
+    def group(self) -> tuple[Any, ...]:
+        """Everything except the rank: the candidates of one warm-start descent."""
+        return (self.rnn_dim, self.params, self.seed, self.fold)
 
 
 def _config_fields() -> set[str]:

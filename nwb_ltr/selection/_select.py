@@ -6,7 +6,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,7 @@ def select(
     tolerance: float = 0.0,
     mask_seed: int = 0,
     keep_fits: bool = False,
+    warm_start: bool = False,
     fit_fn: Callable[..., Any] | None = None,
     masks_fn: Callable[..., Any] | None = None,
     **fit_options: Any,
@@ -218,6 +219,16 @@ def select(
         Seed of the cross-validation blocks (fixed across candidates).
     keep_fits
         Keep every candidate's FitResult in ``result.fits`` (and in the sweep folder).
+    warm_start
+        Fit the ranks from the top down: the highest rank starts from random factors, every lower
+        rank from the fit one rank above with the same seed, fold and other settings, its weakest
+        trial-varying component dropped (``fit(init_from=...)``); the refit starts from the
+        selected setting's best fold fit.  Random starts at the right rank often stop in worse
+        optima than the rank above, which then wins the comparison; descending reaches them (on
+        the planted sessions of ``docs/validation.md`` it changes wrong selections into right
+        ones).  Ranks of one descent run one after another (parallel across seeds, folds and
+        settings); fits are kept in the sweep folder.  The table's ``init`` column says how each
+        fit started.
     fit_fn, masks_fn
         Replacements for :func:`nwb_ltr.fitting.fit` / :func:`nwb_ltr.fitting.make_masks` with the
         same signatures (custom models, tests).  Must be picklable for worker processes / Dask.
@@ -244,6 +255,8 @@ def select(
     ...     result = select(data, ranks=range(1, 9), seeds=5, folds=3, client=client)
     """
     data = _check_data(data)
+    if not isinstance(warm_start, bool):
+        raise ConfigTypeError(f"warm_start must be True or False, got {type(warm_start).__name__}")
     if rule not in RULES:
         raise ConfigError(f"unknown selection rule {rule!r}; use one of {', '.join(RULES)}")
     check_tolerance(tolerance)
@@ -278,10 +291,11 @@ def select(
         mask_options=mask_options,
         fit_fn=fit_fn,
         masks_fn=masks_fn,
-        keep_fits=keep_fits,
+        keep_fits=keep_fits or warm_start,
     )
     context = digest(
         {
+            **({"warm_start": True} if warm_start else {}),
             "format": SWEEP_FORMAT,
             "data": data_fingerprint(data),
             "options": options,
@@ -296,12 +310,13 @@ def select(
     store = SweepStore(sweep_dir)
 
     records: dict[int, dict[str, Any]] = {}
-    fits: dict[str, FitResult] = {}
+    fits: dict[str, FitResult] = {}  # every kept fit (warm starts need the rank above's)
+    need_fit = keep_fits or warm_start
     todo: list[Candidate] = []
     for cand in cands:
         record = store.load(cand.key(context))
-        fit = store.load_fit(cand.key(context)) if (record is not None and keep_fits) else None
-        if record is None or (keep_fits and fit is None):
+        fit = store.load_fit(cand.key(context)) if (record is not None and need_fit) else None
+        if record is None or (need_fit and record.get("status") == "ok" and fit is None):
             todo.append(cand)
             continue
         records[cand.order] = record
@@ -317,14 +332,18 @@ def select(
     with backend:
         logger.info("fitting %d candidates (%s)", len(todo), backend.name)
         try:
-            for cand, record, fit in backend.run(todo, spec):
-                record = {**_row_head(cand), **record}
-                store.save(cand.key(context), record, fit if keep_fits else None)
-                records[cand.order] = record
-                if fit is not None:
-                    fits[cand.name()] = fit
-                if bar is not None:
-                    bar.update(1)
+            for wave in _waves(todo, warm_start):
+                wave = [_with_source(c, cands, fits) for c in wave] if warm_start else wave
+                for cand, record, fit in backend.run(wave, spec):
+                    record = {**_row_head(cand), **record}
+                    if fit is not None and not keep_fits:
+                        fit = _warm_source_only(fit)
+                    store.save(cand.key(context), record, fit if need_fit else None)
+                    records[cand.order] = record
+                    if fit is not None:
+                        fits[cand.name()] = fit
+                    if bar is not None:
+                        bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
@@ -358,7 +377,10 @@ def select(
 
         final: FitResult | None = None
         if refit:
-            final = _refit(backend, store, context, spec, selected)
+            source = _refit_source(table, in_setting, selected["seed"], fits) if warm_start else None
+            final = _refit(backend, store, context, spec, selected, source)
+        if not keep_fits:
+            fits = {}
     table = table.drop(columns=["order"])
     return SelectionResult(
         table=table,
@@ -408,6 +430,7 @@ def _table(
         row.update(
             {
                 "seconds": float(record.get("seconds", math.nan)),
+                "init": str(record.get("init", "random")),
                 "candidate": cand.name(),
                 "sweep_key": key,
                 "order": cand.order,
@@ -424,11 +447,60 @@ def _table(
     return table, factors
 
 
+def _warm_source_only(fit: Any) -> Any:
+    """A fit without the (trial, time, ·) arrays that a warm start does not use (smaller to keep)."""
+    if not isinstance(fit, FitResult):
+        return fit
+    empty = {dims.TRIAL: slice(0, 0)}
+    return replace(
+        fit, latents=fit.latents.isel(empty), reconstruction=fit.reconstruction.isel(empty), masks=None
+    )
+
+
+def _waves(todo: Sequence[Candidate], warm_start: bool) -> list[list[Candidate]]:
+    """Batches run one after another: everything at once, or (warm start) one per rank, highest first."""
+    if not warm_start:
+        return [list(todo)] if todo else []
+    ranks = sorted({c.rank for c in todo}, reverse=True)
+    return [[c for c in todo if c.rank == r] for r in ranks]
+
+
+def _with_source(cand: Candidate, cands: Sequence[Candidate], fits: dict[str, FitResult]) -> Candidate:
+    """``cand`` warm-started from its descent's next higher rank (random start at the top, or
+    when that fit failed)."""
+    above = [c for c in cands if c.group() == cand.group() and c.rank > cand.rank]
+    if not above:
+        return cand
+    source = fits.get(min(above, key=lambda c: c.rank).name())
+    if source is None:
+        logger.warning("candidate %s: the rank above failed, starting from random factors", cand.label())
+        return cand
+    return replace(cand, init_from=source)
+
+
+def _refit_source(
+    table: pd.DataFrame, in_setting: np.ndarray, seed: int, fits: dict[str, FitResult]
+) -> FitResult | None:
+    """The selected setting's fold fit (of the selected seed) with the lowest test loss."""
+    rows = table[in_setting & (table.status == "ok") & (table.seed == seed)]
+    for name in rows.sort_values("test_loss")["candidate"]:
+        if name in fits:
+            return fits[name]
+    return None
+
+
 def _refit(
-    backend: Any, store: SweepStore, context: str, spec: TaskSpec, selected: dict[str, Any]
+    backend: Any,
+    store: SweepStore,
+    context: str,
+    spec: TaskSpec,
+    selected: dict[str, Any],
+    source: FitResult | None = None,
 ) -> FitResult:
     params = tuple((k, v) for k, v in selected.items() if k not in ("rank", "rnn_dim", "seed"))
-    cand = Candidate(int(selected["rank"]), int(selected["rnn_dim"]), params, int(selected["seed"]), -1)
+    cand = Candidate(
+        int(selected["rank"]), int(selected["rnn_dim"]), params, int(selected["seed"]), -1, init_from=source
+    )
     key = cand.key(context)
     stored = store.load_fit(key)
     if stored is not None:
