@@ -73,6 +73,7 @@ def hyper_columns(table: pd.DataFrame) -> list[str]:
         "status",
         "error",
         "seconds",
+        "init",
         "stability",
         "selected",
         "sweep_key",
