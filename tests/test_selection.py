@@ -641,6 +641,23 @@ def test_cli_select_writes_results_and_resumes(
     pd.testing.assert_frame_equal(again.drop(columns=["seconds"]), table.drop(columns=["seconds"]))
 
 
+def test_cli_select_warm_start(planted_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nwb_ltr.cli import main
+    from nwb_ltr.nwb_io import read_results, read_selection
+
+    out = tmp_path / "warm.nwb"
+    argv = ["select", str(planted_file), "--ranks", "1-2", "--rnn-dims", "8", "--seeds", "1", "--folds", "2"]
+    argv += ["--max-iters", "8", "--workers", "1", "--device", "cpu", "--no-progress", "--warm-start"]
+    argv += ["--align-to", "go_cue_time", "--window", "-0.4", "0.4", "--bin-size", "0.04", "-o", str(out)]
+    assert main(argv) == 0
+    assert "model selection: 4 candidates, 0 failed" in capsys.readouterr().out
+    table = read_selection(out)
+    assert table is not None
+    assert dict(zip(table["rank"].astype(int), table["init"])) == {2: "random", 1: "rank 2"}
+    chosen = read_results(out)  # the refit continues from the selected setting's best fold fit
+    assert chosen.metrics["warm_start_from_rank"] == chosen.rank
+
+
 def test_cli_select_existing_output(
     planted_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
