@@ -641,7 +641,9 @@ def test_cli_select_writes_results_and_resumes(
     pd.testing.assert_frame_equal(again.drop(columns=["seconds"]), table.drop(columns=["seconds"]))
 
 
-def test_cli_select_warm_start(planted_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_select_warm_start(
+    planted_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from nwb_ltr.cli import main
     from nwb_ltr.nwb_io import read_results, read_selection
 
