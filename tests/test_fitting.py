@@ -560,29 +560,53 @@ def test_warm_start_at_the_same_rank_reproduces_the_source(options: dict) -> Non
     assert "warm_start_from_rank" not in source.metrics
 
 
-def test_warm_start_keeps_the_strongest_components() -> None:
+def test_warm_start_keeps_the_subset_with_the_lowest_training_loss(monkeypatch) -> None:
+    import functools
+    import itertools
+
+    from nwb_ltr.fitting import _fit
+    from nwb_ltr.model import warm_start
+
     data, _ = planted(rank=2)
     source = fit(data, **{**TINY, "rank": 3}, max_iters=40)
+    chosen = fit(data, **TINY, init_from=source, **FROZEN)
+    # every subset's starting training loss, forced through the data-free fallback path
+    monkeypatch.setattr(_fit, "WARM_SUBSETS", 0)
+    start = {}
+    for keep in itertools.combinations(range(3), 2):
+        monkeypatch.setattr(_fit, "warm_start", functools.partial(warm_start, keep=keep))
+        forced = fit(data, **TINY, init_from=source, **FROZEN)
+        for name in ("trial_factors", "column_factors", "row_factors"):  # exactly those components
+            np.testing.assert_allclose(
+                getattr(forced, name).values, getattr(source, name).values[:, list(keep)], atol=1e-5
+            )
+        start[keep] = forced.metrics["train_loss"]
+    best = min(start, key=start.get)
+    assert chosen.metrics["train_loss"] == pytest.approx(start[best], abs=1e-7)
+    np.testing.assert_allclose(
+        chosen.column_factors.values, source.column_factors.values[:, list(best)], atol=1e-5
+    )
+    # the data-free default keeps the largest root-mean-square trial factors
     strength = np.sqrt((source.trial_factors.values**2).mean(axis=0))
-    kept = warm_components(source, 2)
-    assert kept == sorted(np.argsort(strength)[1:].tolist())
-    warm = fit(data, **TINY, init_from=source, **FROZEN)
-    for name in ("trial_factors", "column_factors", "row_factors"):
-        np.testing.assert_allclose(
-            getattr(warm, name).values, getattr(source, name).values[:, kept], atol=1e-5, err_msg=name
-        )
+    assert warm_components(source, 2) == sorted(np.argsort(strength)[1:].tolist())
     # dropping a component costs some fit, but the descent starts far below a random start
     cold = fit(data, **TINY, **FROZEN)
-    assert warm.metrics["train_loss"] < cold.metrics["train_loss"]
+    assert chosen.metrics["train_loss"] < cold.metrics["train_loss"]
 
 
 def test_warm_start_with_a_static_base_keeps_the_static_components() -> None:
     data, _ = planted(rank=2)
     source = fit(data, **{**TINY, "rank": 3, "rnn_dim": 12}, static_rank=2, max_iters=30)
     warm = fit(data, **TINY, static_rank=2, init_from=source, **FROZEN)
-    kept = [*warm_components(source, 2), 3, 4]  # the two static components are always kept
+    kept = [*_kept(source, warm), 3, 4]  # the two static components are always kept
     np.testing.assert_allclose(warm.column_factors.values, source.column_factors.values[:, kept], atol=1e-5)
     np.testing.assert_allclose(warm.trial_factors.values, source.trial_factors.values[:, kept], atol=1e-5)
+
+
+def _kept(source, warm) -> list[int]:
+    """Which of the source's trial-varying components the warm fit kept (by column factor)."""
+    a, b = source.column_factors.values[:, : source.rank], warm.column_factors.values[:, : warm.rank]
+    return [int(np.argmin(np.abs(a - b[:, [j]]).max(axis=0))) for j in range(b.shape[1])]
 
 
 def test_warm_start_errors() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -58,6 +59,34 @@ def _init_decoder(model: LtrRNN, values: np.ndarray, codes: np.ndarray, likeliho
     with torch.no_grad():
         model.decoder_offset.copy_(torch.as_tensor(offset, dtype=model.decoder_offset.dtype))
         model.decoder_scale.copy_(torch.as_tensor(scale, dtype=model.decoder_scale.dtype))
+
+
+def _train_loss(model: LtrRNN, values: np.ndarray, codes: np.ndarray, likelihood: Likelihood) -> float:
+    """Mean NLL per training entry of the model as it stands (no gradient)."""
+    with torch.no_grad():
+        mean = model().mean.double().cpu().numpy()
+    return float(held_out_metrics(values, mean, codes, likelihood)["train_loss"])
+
+
+#: most component subsets a warm start scores by their training loss (else the strongest by RMS)
+WARM_SUBSETS = 64
+
+
+def _warm_start(
+    model: LtrRNN, source: FitResult, prep: Any, codes: np.ndarray, likelihood: Likelihood
+) -> list[int]:
+    """Start ``model`` from ``source`` keeping the components whose subset has the lowest training
+    loss before any step (one forward pass per subset; the strongest by RMS trial factor when
+    there are more than ``WARM_SUBSETS`` subsets)."""
+    rank = model.config.rank
+    subsets = list(itertools.combinations(range(source.rank), rank))
+    if len(subsets) <= 1 or len(subsets) > WARM_SUBSETS:  # nothing to choose (or an error to raise)
+        return warm_start(model, source, prep.condition_labels)
+    scores = []
+    for keep in subsets:
+        warm_start(model, source, prep.condition_labels, keep)
+        scores.append(_train_loss(model, prep.values, codes, likelihood))
+    return warm_start(model, source, prep.condition_labels, subsets[int(np.argmin(scores))])
 
 
 def _fingerprint(
@@ -134,9 +163,10 @@ def fit(
         mask settings.
     init_from
         Warm start: a fit of the same data (same trials, units, conditions, ``rnn_dim`` and
-        ``static_rank``) with rank >= ``rank``.  Its ``rank`` strongest trial-varying components
-        (root-mean-square trial factor) and everything else it learned start this fit instead of
-        random values (:func:`nwb_ltr.model.warm_start`); ``seed`` still seeds the trial dropout.
+        ``static_rank``) with rank >= ``rank``.  Of its trial-varying components, the ``rank``
+        whose subset gives the lowest training loss (tried before any step, one forward pass per
+        subset) and everything else it learned start this fit instead of random values
+        (:func:`nwb_ltr.model.warm_start`); ``seed`` still seeds the trial dropout.
         ``select(..., warm_start=True)`` uses it to fit ranks from the top down, which reaches
         lower losses at the planted rank than random starts (``docs/validation.md``).
         ``metrics["warm_start_from_rank"]`` records the source's rank.
@@ -223,10 +253,10 @@ def fit(
         dtype=dtype,
     )
     _init_decoder(model, prep.values, codes, model_cfg.likelihood)  # type: ignore[arg-type]
-    if init_from is not None:
-        kept = warm_start(model, init_from, prep.condition_labels)
-        logger.info("warm start from a rank-%d fit, keeping its components %s", init_from.rank, kept)
     model.to(dev)
+    if init_from is not None:
+        kept = _warm_start(model, init_from, prep, codes, model_cfg.likelihood)  # type: ignore[arg-type]
+        logger.info("warm start from a rank-%d fit, keeping its components %s", init_from.rank, kept)
     y = torch.as_tensor(np.nan_to_num(prep.values, nan=0.0), dtype=dtype, device=dev)
     trainer = Trainer(
         model,

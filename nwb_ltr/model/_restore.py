@@ -6,6 +6,7 @@ object with its attributes works, e.g. one read back from an NWB results file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -126,9 +127,9 @@ WARM_FIELDS = ("rnn_dim", "static_rank", "latent_inputs", "initial_state", "deco
 
 
 def warm_components(result: Any, rank: int) -> list[int]:
-    """Positions of the ``rank`` trial-varying components of ``result`` that a warm start keeps:
-    the strongest by root-mean-square trial factor (in their stored order); the static ones
-    (``static_rank``) are always kept and are not listed."""
+    """The ``rank`` trial-varying components of ``result`` with the largest root-mean-square trial
+    factors (in their stored order): the data-free default of :func:`warm_start`.  ``fit`` chooses
+    by the training loss instead (the RMS ignores how strongly a component drives the dynamics)."""
     config = dict(result.config["model"])
     n_varying = int(result.trial_factors.sizes[dims.RANK]) - int(config.get("static_rank", 0) or 0)
     c = _values(result.trial_factors, dims.TRIAL, dims.RANK)[:, :n_varying]
@@ -150,11 +151,13 @@ def _reduce_inputs(input_map: np.ndarray, inputs: np.ndarray, n_inputs: int) -> 
     return new_map, new_inputs
 
 
-def warm_start(model: LtrRNN, result: Any, condition_labels: Any) -> list[int]:
+def warm_start(
+    model: LtrRNN, result: Any, condition_labels: Any, keep: Sequence[int] | None = None
+) -> list[int]:
     """Set ``model``'s parameters from a fit of the same data with at least as many components.
 
-    The ``model.config.rank`` strongest trial-varying components of ``result`` (see
-    :func:`warm_components`) and all its static ones are kept with their factors, gains, inputs,
+    The trial-varying components ``keep`` of ``result`` (``model.config.rank`` of them; default
+    the strongest, :func:`warm_components`) and all its static ones are kept with their factors, gains, inputs,
     initial states and readout; the others are dropped (their latent coordinates too), and the
     input dimensions are reduced by SVD when the model has fewer.  Trial factors are set
     exactly through the model's GP prior (z = L⁻¹ (c − mean)).  Used by ``fit(init_from=...)``
@@ -212,7 +215,11 @@ def warm_start(model: LtrRNN, result: Any, condition_labels: Any) -> list[int]:
         )
     order = condition_positions(labels, src_labels)
 
-    kept = warm_components(result, rank)
+    kept = warm_components(result, rank) if keep is None else sorted(int(k) for k in keep)
+    if len(kept) != rank or len(set(kept)) != rank or not all(0 <= k < n_src for k in kept):
+        raise ConfigError(
+            f"keep must name {rank} different components of 0..{n_src - 1}, got {list(keep or [])}"
+        )
     keep = kept + list(range(n_src, n_src + static))
     mean = (
         np.asarray(result.trial_factor_mean.values, dtype=np.float64)
