@@ -221,13 +221,14 @@ def select(
         Keep every candidate's FitResult in ``result.fits`` (and in the sweep folder).
     warm_start
         Fit the ranks from the top down: the highest rank starts from random factors, every lower
-        rank from the fit one rank above with the same seed, fold and other settings, its weakest
-        trial-varying component dropped (``fit(init_from=...)``); the refit starts from the
-        selected setting's best fold fit.  Random starts at the right rank often stop in worse
-        optima than the rank above, which then wins the comparison; descending reaches them (on
-        the planted sessions of ``docs/validation.md`` it changes wrong selections into right
-        ones).  Ranks of one descent run one after another (parallel across seeds, folds and
-        settings); fits are kept in the sweep folder.  The table's ``init`` column says how each
+        rank from the fit one rank above with the same seed, fold and other settings, one
+        trial-varying component dropped (the one whose removal raises the training loss least,
+        ``fit(init_from=...)``); the refit starts from the selected setting's best fold fit.
+        Random starts at the right rank often stop in worse optima than the rank above, which
+        then wins the comparison; descending reaches them (measured on planted sessions in
+        ``docs/validation.md`` section 1).  Ranks of one descent run one after another
+        (parallel across seeds, folds and settings); fits are kept (without their
+        reconstructions) in the sweep folder.  The table's ``init`` column says how each
         fit started.
     fit_fn, masks_fn
         Replacements for :func:`nwb_ltr.fitting.fit` / :func:`nwb_ltr.fitting.make_masks` with the
