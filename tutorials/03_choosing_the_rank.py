@@ -73,6 +73,12 @@ print(dict(data.sizes))
 # By default `select` runs one worker process per core (`workers=1` fits the candidates one after
 # the other in this process), and `client=` takes a Dask client or scheduler address.  With
 # `sweep_dir=` every finished candidate is kept on disk, so an interrupted sweep resumes.
+#
+# `warm_start=True` (CLI `--warm-start`) fits the ranks from the top down, each rank starting from
+# the fit one rank above with its least useful component dropped.  Random starts at the right rank
+# sometimes stop in a worse optimum than the rank above, which then wins; on the planted sessions
+# of `docs/validation.md` warm starts picked the planted rank more often.  The table's `init`
+# column says how each fit started.
 
 # %%
 selection = nwb_ltr.select(data, **SWEEP)
