@@ -83,26 +83,36 @@ def from_result(
     )
     if config.latent_inputs:
         input_map, bias, init = _lstsq(a, input_map), _lstsq(a, bias), _lstsq(a, init.T).T
-    if config.decoder is DecoderKind.ORTHOGONAL:
-        raw = weight.T if weight.shape[1] >= weight.shape[0] else weight
-    else:
-        raw = weight
+    factors = {"column_raw": a, "row_raw": b, "factor_mean": np.zeros(a.shape[1]), "factor_z": c}
+    _assign(model, result, factors, input_map, bias, init)
+    return model.to(device)
+
+
+def _assign(
+    model: LtrRNN,
+    result: Any,
+    factors: dict[str, np.ndarray],
+    input_map: np.ndarray,
+    bias: np.ndarray,
+    init: np.ndarray,
+) -> None:
+    """Copy factor, input, initial-state and readout values (the latter from ``result``) into
+    ``model``'s raw parameters (an orthogonal decoder's raw matrix is its stored weight)."""
+    weight = _values(result.decoder_weight, dims.UNIT, dims.RNN_UNIT)
+    orthogonal_wide = model.config.decoder is DecoderKind.ORTHOGONAL and weight.shape[1] >= weight.shape[0]
     values = {
-        "column_raw": a,
-        "row_raw": b,
-        "factor_mean": np.zeros(a.shape[1]),
-        "factor_z": c,
+        **factors,
         "input_map_raw": input_map,
         "bias_raw": bias,
         "init_raw": init,
-        "decoder_raw": raw,
+        "decoder_raw": weight.T if orthogonal_wide else weight,
         "decoder_scale": np.asarray(result.decoder_scale.values, dtype=np.float64),
         "decoder_offset": np.asarray(result.decoder_offset.values, dtype=np.float64),
     }
     with torch.no_grad():
         for name, value in values.items():
-            getattr(model, name).copy_(torch.as_tensor(value, dtype=dtype))
-    return model.to(device)
+            param = getattr(model, name)
+            param.copy_(torch.as_tensor(value, dtype=param.dtype, device=param.device))
 
 
 def resimulate(
@@ -242,32 +252,15 @@ def warm_start(
     input_map, inputs = _reduce_inputs(input_map, inputs, model.n_inputs)
     if cfg.initial_state is InitialState.SHARED:
         init = init[:1]
-    if cfg.decoder is DecoderKind.ORTHOGONAL:
-        raw = weight.T if weight.shape[1] >= weight.shape[0] else weight
-    else:
-        raw = weight
     z = np.zeros(tuple(model.factor_z.shape))
     if model.gp_cholesky is not None and not _shared(cfg):
         chol = model.gp_cholesky.detach().cpu().double().numpy()
         z = _solve_lower(chol, c[:, kept] - mean[kept])
     elif model.gp_cholesky is None:
         z = c[:, keep] - mean[keep]
-    values = {
-        "column_raw": a[:, keep],
-        "row_raw": b[:, keep],
-        "factor_mean": mean[keep],
-        "factor_z": z,
-        "input_map_raw": input_map,
-        "bias_raw": bias,
-        "init_raw": init,
-        "decoder_raw": raw,
-        "decoder_scale": np.asarray(result.decoder_scale.values, dtype=np.float64),
-        "decoder_offset": np.asarray(result.decoder_offset.values, dtype=np.float64),
-    }
+    factors = {"column_raw": a[:, keep], "row_raw": b[:, keep], "factor_mean": mean[keep], "factor_z": z}
+    _assign(model, result, factors, input_map, bias, init)
     with torch.no_grad():
-        for name, value in values.items():
-            param = getattr(model, name)
-            param.copy_(torch.as_tensor(value, dtype=param.dtype, device=param.device))
         _set_inputs(model, inputs)
     return kept
 
