@@ -385,6 +385,11 @@ def test_warm_start_descends_from_the_rank_above(
     again = select(tiny, sweep_dir=tmp_path / "sweep", fail=(3, 0), **kwargs)
     assert [c[:3] for c in CALLS] == [(3, 4, 0), (3, 4, 0)]
     pd.testing.assert_frame_equal(_comparable(res.table), _comparable(again.table))
+    # worker processes get the same sources (pickled with the candidates): the same table
+    parallel = select(tiny, refit=False, **{**kwargs, "workers": 2})
+    serial = select(tiny, refit=False, **kwargs)
+    pd.testing.assert_frame_equal(_comparable(serial.table), _comparable(parallel.table))
+    assert list(parallel.table["init"]) == list(serial.table["init"])
     with pytest.raises(ConfigTypeError, match="^warm_start must be True or False, got str$"):
         select(tiny, ranks=[1], warm_start="yes", fit_fn=fake_fit, masks_fn=fake_masks)
 
