@@ -660,7 +660,8 @@ def test_cli_select_warm_start(
     assert "model selection: 4 candidates, 0 failed" in capsys.readouterr().out
     table = read_selection(out)
     assert table is not None
-    assert dict(zip(table["rank"].astype(int), table["init"])) == {2: "random", 1: "rank 2"}
+    pairs = sorted(zip(table["rank"].astype(int), table["fold"].astype(int), table["init"]))
+    assert pairs == [(1, 0, "rank 2"), (1, 1, "rank 2"), (2, 0, "random"), (2, 1, "random")]
     chosen = read_results(out)  # the refit continues from the selected setting's best fold fit
     assert chosen.metrics["warm_start_from_rank"] == chosen.rank
 

@@ -253,7 +253,7 @@ def warm_start(
     if cfg.initial_state is InitialState.SHARED:
         init = init[:1]
     z = np.zeros(tuple(model.factor_z.shape))
-    if model.gp_cholesky is not None and not _shared(cfg):
+    if model.gp_cholesky is not None and cfg.trial_factors is not TrialFactors.SHARED:
         chol = model.gp_cholesky.detach().cpu().double().numpy()
         z = _solve_lower(chol, c[:, kept] - mean[kept])
     elif model.gp_cholesky is None:
@@ -263,10 +263,6 @@ def warm_start(
     with torch.no_grad():
         _set_inputs(model, inputs)
     return kept
-
-
-def _shared(cfg: ModelConfig) -> bool:
-    return cfg.trial_factors is TrialFactors.SHARED
 
 
 def _solve_lower(chol: np.ndarray, rhs: np.ndarray) -> np.ndarray:
