@@ -103,17 +103,15 @@ def truth_mean(data: Any, truth: Any) -> np.ndarray:
     return truth.dt * np.logaddexp(0.0, z)
 
 
-def truth_test_losses(data: Any, truth: Any, folds: int) -> list[float]:
-    """The planted model's own test loss on each of the selection's folds (same masks as ``select``):
-    the floor the candidates' test losses are compared with."""
+def truth_fold_losses(data: Any, truth: Any, folds: int) -> dict[str, list[float]]:
+    """The planted model's own ``test_loss`` and ``train_loss`` on each of the selection's folds (same
+    masks as ``select``): the floor the candidates' losses are compared with."""
     from nwb_ltr.baselines import score
     from nwb_ltr.fitting import make_masks
 
     mean = truth_mean(data, truth)
-    losses = [
-        score(data, mean, make_masks(data, seed=0, fold=f, n_folds=folds))["test_loss"] for f in range(folds)
-    ]
-    return [float(x) for x in losses]
+    scores = [score(data, mean, make_masks(data, seed=0, fold=f, n_folds=folds)) for f in range(folds)]
+    return {key: [float(s[key]) for s in scores] for key in ("test_loss", "train_loss")}
 
 
 def match_corr(truth: np.ndarray, fitted: np.ndarray) -> np.ndarray:
@@ -176,7 +174,7 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     random_cols = np.random.default_rng(seed).standard_normal(planted_cols.shape)
     random_angles = np.degrees(subspace_angles(planted_cols, random_cols))
     summary = res.summary_table.set_index("rank")
-    truth_losses = truth_test_losses(data, truth, args.folds)
+    truth_losses = truth_fold_losses(data, truth, args.folds)
     ok = res.table[res.table.status == "ok"].sort_values(["rank", "fold", "seed"])
     row = {
         "true_rank": rank,
@@ -190,12 +188,13 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "angle_max_deg": float(angles.max()),
         "angle_random_deg": float(random_angles.mean()),
         "seconds": time.perf_counter() - t0,
-        "truth_test_loss": float(np.mean(truth_losses)),
+        "truth_test_loss": float(np.mean(truth_losses["test_loss"])),
         "test_loss": {int(k): float(v) for k, v in summary.mean_test_loss.items()},
         "sem": {int(k): float(v) for k, v in summary.sem_test_loss.items()},
         "shape": list(data.shape),
         # per fit (folds x initialisation seeds, in fold order): paired comparisons without refitting
-        "truth_fold_test_loss": truth_losses,
+        "truth_fold_test_loss": truth_losses["test_loss"],
+        "truth_fold_train_loss": truth_losses["train_loss"],
         "fold_test_loss": {int(k): g["test_loss"].tolist() for k, g in ok.groupby("rank")},
         "fold_train_loss": {int(k): g["train_loss"].tolist() for k, g in ok.groupby("rank")},
     }
