@@ -197,6 +197,7 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "truth_fold_train_loss": truth_losses["train_loss"],
         "fold_test_loss": {int(k): g["test_loss"].tolist() for k, g in ok.groupby("rank")},
         "fold_train_loss": {int(k): g["train_loss"].tolist() for k, g in ok.groupby("rank")},
+        "fold_n_iters": {int(k): [int(n) for n in g["n_iters"]] for k, g in ok.groupby("rank")},
     }
     row["_factors"] = (truth.c[truth_rows(data)], fit.trial_factors.transpose("trial", "rank").values)
     return row
