@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,18 @@ def _complete(row: dict[str, Any]) -> dict[str, Any]:
     for tol in TOLERANCES:
         row.setdefault(f"selected_tol_{tol:g}", int(summary.at[choose(summary, "1se", tol)[0], "rank"]))
     row.setdefault("truth_test_loss", None)
+    # does the optimiser reach the planted model's own training loss? (rows with per-fit losses)
+    if "fold_train_loss" in row and "truth_fold_train_loss" in row:
+        truth = np.asarray(row["truth_fold_train_loss"])
+        n_seeds = max(len(v) for v in row["fold_train_loss"].values()) // len(truth)
+        gaps = {  # fits are in fold order, n_seeds per fold; a rank with a failed fit has no gap
+            int(k): float(np.mean(np.asarray(v) - np.repeat(truth, n_seeds)))
+            for k, v in row["fold_train_loss"].items()
+            if len(v) == n_seeds * len(truth)
+        }
+        rank = row["true_rank"]
+        row["train_gap_at_R*"] = gaps.get(rank, math.nan)
+        row["train_gap_above"] = gaps.get(rank + 1, math.nan)
     return row
 
 
@@ -367,9 +380,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     for seed in seeds:  # seeds outermost: a stopped run covers every R*
         for rank in [int(r) for r in args.ranks.split(",")]:
             row = run_one(rank, seed, args)
-            rows.append(row)
             with partial.open("a") as fh:
                 fh.write(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}) + "\n")
+            rows.append(_complete({**row}))
             losses = " ".join(f"{k}:{v:.5f}" for k, v in row["test_loss"].items())
             print(
                 f"R*={rank} seed={seed} selected={row['selected']} test loss {losses} "
@@ -381,7 +394,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
     confusion = _confusion(table, "selected")
     print("\nper session:")
-    print(table.drop(columns=["test_loss", "sem"]).to_string(index=False, float_format="%.3f"))
+    per_fit = [c for c in table.columns if c.startswith(("fold_", "truth_fold_"))]
+    print(table.drop(columns=["test_loss", "sem", *per_fit]).to_string(index=False, float_format="%.5g"))
     print(f"\nconfusion (rows planted R*, columns selected rank; one-SE rule, tolerance {args.tolerance:g}):")
     print(confusion.to_string())
     for tol in (t for t in TOLERANCES if t != args.tolerance):

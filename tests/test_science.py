@@ -286,10 +286,17 @@ def test_planted_benchmark_summarises_split_runs_without_fitting(tmp_path, monke
     a, b = tmp_path / "a_rows.jsonl", tmp_path / "b_rows.jsonl"
     a.write_text(json.dumps(row(2, 0, {1: 0.53, 2: 0.52, 3: 0.5201})) + "\n")
     # rank 4 lower than 3 by 0.02 %: the plain rule takes 4, a 0.0005 tolerance takes 3
-    b.write_text(json.dumps(row(3, 1, {2: 0.53, 3: 0.52, 4: 0.5199})) + "\n\n")
+    with_fits = row(3, 1, {2: 0.53, 3: 0.52, 4: 0.5199})
+    # per-fit losses (2 folds): the rank-3 fits stop above the truth's training loss, rank 4 below
+    with_fits["truth_fold_train_loss"] = [0.50, 0.52]
+    with_fits["fold_train_loss"] = {"2": [0.53, 0.55], "3": [0.501, 0.522], "4": [0.499, 0.519]}
+    b.write_text(json.dumps(with_fits) + "\n\n")
     table = spr.main(["--from-rows", str(b), str(a), "--out", str(tmp_path / "out")])
     assert list(zip(table.true_rank, table.seed, table.selected)) == [(2, 0, 2), (3, 1, 4)]
     assert list(table["selected_tol_0.0005"]) == [2, 3]
+    assert np.isnan(table["train_gap_at_R*"][0])  # no per-fit losses recorded
+    assert table["train_gap_at_R*"][1] == pytest.approx(0.0015)
+    assert table["train_gap_above"][1] == pytest.approx(-0.001)
     assert (tmp_path / "out" / "planted_recovery.png").stat().st_size > 0
 
 
