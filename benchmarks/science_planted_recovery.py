@@ -267,6 +267,8 @@ def figure(rows: list[dict[str, Any]], confusion: pd.DataFrame, path: Path) -> N
     ax.set_ylabel("planted rank R*")
     ax.set_title("rank selection (confusion)")
     ax = axes[1]
+    planted = sorted({row["true_rank"] for row in rows})
+    colour = {r: f"C{i}" for i, r in enumerate(planted)}  # one colour per R*: readable with 40 sessions
     for row in rows:
         ks = sorted(row["test_loss"])
         loss = np.array([row["test_loss"][k] for k in ks])
@@ -274,14 +276,17 @@ def figure(rows: list[dict[str, Any]], confusion: pd.DataFrame, path: Path) -> N
             np.array(ks) - row["true_rank"],
             loss - loss.min(),
             marker="o",
-            alpha=0.7,
-            label=f"R*={row['true_rank']} s{row['seed']}",
+            alpha=0.6,
+            color=colour[row["true_rank"]],
         )
+    for r in planted:
+        ax.plot([], [], marker="o", color=colour[r], label=f"R*={r}")
+    ax.set_yscale("symlog", linthresh=1e-4)  # the gaps that decide the choice are 1e-5..1e-3
     ax.axvline(0, color="k", lw=0.5)
     ax.set_xlabel("candidate rank − R*")
     ax.set_ylabel("mean test loss − best")
     ax.set_title("CV test loss around R*")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=7)
     ax = axes[2]
     with_factors = [r for r in rows if "_factors" in r]
     if not with_factors:  # summarised from --from-rows: no factors kept; show the gap to the truth
@@ -290,7 +295,9 @@ def figure(rows: list[dict[str, Any]], confusion: pd.DataFrame, path: Path) -> N
                 continue
             ks = sorted(row["test_loss"])
             gap = np.array([row["test_loss"][k] for k in ks]) - row["truth_test_loss"]
-            ax.plot(np.array(ks) - row["true_rank"], gap, marker="o", alpha=0.7)
+            ax.plot(
+                np.array(ks) - row["true_rank"], gap, marker="o", alpha=0.6, color=colour[row["true_rank"]]
+            )
         ax.axvline(0, color="k", lw=0.5)
         ax.set_xlabel("candidate rank − R*")
         ax.set_ylabel("mean test loss − planted truth's")
