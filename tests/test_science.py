@@ -324,3 +324,59 @@ def test_robustness_benchmark_records_the_margins_behind_each_choice(tmp_path, m
     # the one-SE rule: the selected rank is within one s.e.m. of the best mean test loss
     best = min(losses, key=losses.get)
     assert losses[str(row.selected)] <= losses[best] + sems[best] + 1e-12
+
+
+def test_fit_floor_benchmark_compares_every_fit_with_the_truths_own_losses(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """`science_fit_floor` fits R* and R*+1 from random starts plus the rank-R* variants, each against
+    the generating model's train/test loss on the same fold; without R*+1 the warm variant is skipped."""
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    sys.modules.pop("science_fit_floor", None)
+    import science_fit_floor as sff
+
+    small = ["--trials", "8", "16", "16", "--units", "10", "--rnn-dim", "6", "--iters", "15"]
+    out = tmp_path / "out"
+    table = sff.main(["--planted-rank", "1", "--seed", "0", "--starts", "2", *small, "--out", str(out)])
+    assert list(zip(table.label, table["rank"])) == [
+        ("truth", 1),
+        ("random", 2),
+        ("random", 2),
+        ("random", 1),
+        ("random", 1),
+        ("warm", 1),
+        ("lr_decays", 1),
+        ("free_inputs", 1),
+        ("no_prior", 1),
+    ]
+    truth = table.iloc[0]
+    assert truth.train_gap == 0 and truth.test_gap == 0
+    assert np.allclose(table.train_gap, table.train - truth.train)
+    assert np.allclose(table.test_gap, table.test - truth.test)
+    assert (table.n_iters.iloc[1:] > 0).all() and table.trial_corr.iloc[1:].between(0, 1).all()
+    assert (out / "fit_floor_R1_seed0_fold0.csv").exists() and (
+        out / "fit_floor_R1_seed0_fold0.png"
+    ).stat().st_size > 0
+    only = sff.main(
+        [
+            "--planted-rank",
+            "1",
+            "--seed",
+            "0",
+            "--ranks",
+            "1",
+            "--starts",
+            "1",
+            "--variants",
+            "warm",
+            *small,
+            "--out",
+            str(out),
+        ]
+    )
+    assert list(only.label) == ["truth", "random"]
+    assert "warm: skipped (R*+1 is not among --ranks)" in capsys.readouterr().out
