@@ -380,3 +380,31 @@ def test_fit_floor_benchmark_compares_every_fit_with_the_truths_own_losses(
     )
     assert list(only.label) == ["truth", "random"]
     assert "warm: skipped (R*+1 is not among --ranks)" in capsys.readouterr().out
+
+
+def test_planted_benchmark_records_every_fit_and_the_truth_per_fold(tmp_path, monkeypatch) -> None:
+    """A (tiny) live run writes one JSONL row per session with each fit's train/test loss per fold and
+    the truth's, and the summary's train gaps are computed from them."""
+    import json
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    sys.modules.pop("science_planted_recovery", None)
+    import science_planted_recovery as spr
+
+    out = tmp_path / "out"
+    small = ["--trials", "8", "16", "16", "--units", "10", "--rnn-dim", "6", "--iters", "15"]
+    args = ["--ranks", "1", "--seeds", "1", "--folds", "2", "--above", "1", "--warm-start", *small]
+    table = spr.main([*args, "--out", str(out)])
+    (row,) = [
+        json.loads(line) for line in (out / "planted_recovery_warm_rows.jsonl").read_text().splitlines()
+    ]
+    assert sorted(row["fold_train_loss"]) == ["1", "2"] and all(
+        len(v) == 2 for v in row["fold_test_loss"].values()
+    )
+    assert len(row["truth_fold_train_loss"]) == 2
+    assert row["truth_test_loss"] == pytest.approx(np.mean(row["truth_fold_test_loss"]))
+    gap = np.mean(np.asarray(row["fold_train_loss"]["1"]) - row["truth_fold_train_loss"])
+    assert table["train_gap_at_R*"][0] == pytest.approx(gap)
