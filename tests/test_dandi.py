@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import socket
 import time
@@ -549,3 +550,25 @@ def test_server_pagination_with_the_dandi_client(nwb_path: Path) -> None:
         from dandischema.digests.dandietag import DandiETag
 
         assert remote.get_digest().value == DandiETag.from_file(nwb_path).as_str()
+
+
+def test_server_runs_in_its_own_process_and_keeps_its_log(nwb_path: Path) -> None:
+    server = DandiServer({"000001": {"a.nwb": nwb_path}}, start=False)
+    server.inject_fault("/api/info/", "status", status=503)  # queued before the process starts
+    with server:
+        pid = server.pid
+        assert pid is not None and pid != os.getpid()
+        assert requests.get(f"{server.api_url}/info/", timeout=5).status_code == 503
+        assert requests.get(f"{server.api_url}/info/", timeout=5).status_code == 200
+        server.add_asset("000002", "b.nwb", nwb_path)  # added while serving: served at once
+        assert requests.get(f"{server.api_url}/dandisets/000002/", timeout=5).status_code == 200
+    assert [(r.path, r.status, r.fault) for r in server.requests] == [
+        ("/api/info/", 503, "status"),
+        ("/api/info/", 200, None),
+        ("/api/dandisets/000002/", 200, None),
+    ]
+    assert server.pid is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the server process has exited
+    with pytest.raises(RuntimeError, match="^this DandiServer was stopped; make a new one$"):
+        server.start()

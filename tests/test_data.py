@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import h5py
@@ -17,6 +18,7 @@ import pytest
 from nwb_ltr import _dandi
 from nwb_ltr.data import open_session, source_provenance
 from nwb_ltr.errors import InvalidSourceError, NotNWBError, SourceNotFoundError
+from nwb_ltr.testing.dandi_server import DandiServer
 from tests.nwbfactory import make_nwbfile, random_spikes, write_nwbfile
 
 SPIKES = random_spikes(3, 20.0, 10.0, seed=7)
@@ -138,125 +140,109 @@ def test_bad_source_types(nwb_path: Path):
 # ------------------------------------------------------------------------------------ URLs
 
 
-class RangeHandler(BaseHTTPRequestHandler):
-    """Serves files of ``server.root`` with HTTP range support (``server.mode`` adds failures)."""
-
-    def log_message(self, *args: object) -> None:  # keep test output quiet
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
-        self.server.hits += 1  # type: ignore[attr-defined]
-        mode = self.server.mode  # type: ignore[attr-defined]
-        if mode == "503":
-            self.send_error(503)
-            return
-        path = self.server.root / self.path.lstrip("/")  # type: ignore[attr-defined]
-        if not path.is_file():
-            self.send_error(404)
-            return
-        body = path.read_bytes()
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        if match is None or mode == "norange":
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        first = int(match[1])
-        last = min(int(match[2]) if match[2] else len(body) - 1, len(body) - 1)
-        if first >= len(body):
-            self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{len(body)}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self.send_response(206)
-        self.send_header("Content-Range", f"bytes {first}-{last}/{len(body)}")
-        self.send_header("Content-Length", str(last - first + 1))
-        self.end_headers()
-        self.wfile.write(body[first : last + 1])
-
-
 @pytest.fixture
-def http_root(tmp_path: Path, nwb_path: Path) -> Iterator[tuple[ThreadingHTTPServer, str]]:
-    root = tmp_path / "www"
-    root.mkdir()
-    (root / "session.nwb").write_bytes(nwb_path.read_bytes())
-    (root / "empty.nwb").write_bytes(b"")
-    (root / "notes.nwb").write_text("not hdf5 " * 50)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    server.root, server.mode, server.hits = root, "ok", 0  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def web(tmp_path: Path, nwb_path: Path) -> Iterator[tuple[DandiServer, dict[str, str]]]:
+    """Plain range-serving URLs (the test DANDI server's blob URLs), served by another process."""
+    (tmp_path / "empty.nwb").write_bytes(b"")
+    (tmp_path / "notes.nwb").write_text("not hdf5 " * 50)
+    files = {"session": nwb_path, "empty": tmp_path / "empty.nwb", "notes": tmp_path / "notes.nwb"}
+    with DandiServer() as server:
+        urls = {
+            name: server.blob_url(server.add_asset("000001", f"{name}.nwb", f)) for name, f in files.items()
+        }
+        urls["missing"] = f"{server.base_url}/blobs/missing"
+        yield server, urls
 
 
-def test_url_streaming(http_root):
-    server, base = http_root
-    url = f"{base}/session.nwb"
-    with open_session(url, timeout=30, retries=1) as nwbfile:  # generous: a loaded CI machine stalls
+def test_url_streaming(web):
+    server, urls = web
+    url = urls["session"]
+    with open_session(url, timeout=30, retries=1) as nwbfile:
         check_session(nwbfile)
         dataset = nwbfile.units.spike_times.data
     assert not dataset.id.valid
     assert source_provenance(url) == {"source": url, "kind": "url", "url": url}
 
 
-def test_url_streaming_with_disk_cache(http_root, tmp_path: Path):
-    server, base = http_root
+def test_url_streaming_with_disk_cache(web, tmp_path: Path):
+    server, urls = web
     cache = tmp_path / "cache"
-    with open_session(f"{base}/session.nwb", cache_dir=cache) as nwbfile:
+    with open_session(urls["session"], cache_dir=cache) as nwbfile:
         check_session(nwbfile)
     assert any(p.is_file() for p in cache.rglob("*"))
-    hits = server.hits
-    with open_session(f"{base}/session.nwb", cache_dir=cache) as nwbfile:
+    hits = len(server.blob_requests())
+    with open_session(urls["session"], cache_dir=cache) as nwbfile:
         check_session(nwbfile)
-    assert server.hits == hits + 1  # only the size probe; every chunk came from the cache
+    assert len(server.blob_requests()) == hits + 1  # only the size probe; every chunk came from the cache
 
 
-def test_url_errors(http_root):
-    server, base = http_root
+def test_streamed_read_survives_threads_that_wait_for_h5py(web):
+    """While h5py reads a streamed file it holds a process-wide lock; any thread that frees an h5py
+    object waits for it.  An HTTP server in a thread of this process that did so (a garbage
+    collection is enough) deadlocked the read until the timeout: the flaky CI failures of
+    ``test_url_streaming*``.  The test server answers from its own process, so this read finishes."""
+    import gc
+
+    server, urls = web
+    assert server.pid is not None and server.pid != os.getpid()
+
+    def like_freeing_an_h5py_object(phase: str, info: dict) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            with h5py._objects.phil:  # what h5py's ObjectID.__dealloc__ takes
+                pass
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(like_freeing_an_h5py_object)
+    gc.set_threshold(1)  # collect on (nearly) every allocation, in whichever thread allocates
+    t0 = time.monotonic()
+    try:
+        with open_session(urls["session"], timeout=10, retries=0) as nwbfile:
+            check_session(nwbfile)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(like_freeing_an_h5py_object)
+    # with the server in a thread here, a request hangs until the 10 s timeout (then fails, or
+    # h5py rereads and the open succeeds late); a healthy read takes well under a second
+    assert time.monotonic() - t0 < 10
+
+
+def test_url_errors(web):
+    server, urls = web
     cases = [
+        (urls["missing"], SourceNotFoundError, f"URL not found (HTTP 404): {urls['missing']}; check the URL"),
+        (urls["empty"], NotNWBError, f"empty file: {urls['empty']}; it holds no data, check the URL"),
         (
-            f"{base}/missing.nwb",
-            SourceNotFoundError,
-            f"URL not found (HTTP 404): {base}/missing.nwb; check the URL",
-        ),
-        (f"{base}/empty.nwb", NotNWBError, f"empty file: {base}/empty.nwb; it holds no data, check the URL"),
-        (
-            f"{base}/notes.nwb",
+            urls["notes"],
             NotNWBError,
-            f"not an HDF5 file: {base}/notes.nwb; nwb_ltr reads NWB files stored as HDF5 (.nwb)",
+            f"not an HDF5 file: {urls['notes']}; nwb_ltr reads NWB files stored as HDF5 (.nwb)",
         ),
     ]
     for url, error, message in cases:
         with pytest.raises(error, match=f"^{re.escape(message)}$"):
             with open_session(url, retries=0):
                 pass
-    server.mode = "norange"
+    server.inject_fault("/blobs/*", "norange", times=10)
     message = (
-        f"the server of {base}/session.nwb does not support HTTP range requests; download the file "
+        f"the server of {urls['session']} does not support HTTP range requests; download the file "
         "and open the local copy"
     )
     with pytest.raises(InvalidSourceError, match=f"^{re.escape(message)}$"):
-        with open_session(f"{base}/session.nwb"):
+        with open_session(urls["session"]):
             pass
 
 
-def test_url_retries_are_bounded(http_root):
-    server, base = http_root
-    server.mode = "503"
+def test_url_retries_are_bounded(web):
+    server, urls = web
+    server.inject_fault("/blobs/*", "status", status=503, times=100)
+    url = urls["session"]
     message = (
-        f"cannot reach {base}/session.nwb (GET {base}/session.nwb failed 3 times: HTTP 503); check the URL and "
+        f"cannot reach {url} (GET {url} failed 3 times: HTTP 503); check the URL and "
         "the network, or download the file and open the local copy"
     )
     with pytest.raises(SourceNotFoundError, match=f"^{re.escape(message)}$"):
-        with open_session(f"{base}/session.nwb", retries=2, timeout=2):
+        with open_session(url, retries=2, timeout=2):
             pass
-    assert server.hits == 3
+    assert len(server.blob_requests()) == 3
 
 
 def test_unreachable_url():
@@ -276,8 +262,8 @@ def test_unreachable_url():
 # ------------------------------------------------------------------------------------ DANDI
 
 
-def test_dandi_sources_are_delegated(monkeypatch, nwb_path: Path, http_root):
-    _, base = http_root
+def test_dandi_sources_are_delegated(monkeypatch, nwb_path: Path, web):
+    _, urls = web
     calls = []
 
     def fake_resolve(source, **options):
@@ -285,7 +271,7 @@ def test_dandi_sources_are_delegated(monkeypatch, nwb_path: Path, http_root):
         local = options["download"]
         return _dandi.ResolvedSource(
             local_path=nwb_path if local else None,
-            url=None if local else f"{base}/session.nwb",
+            url=None if local else urls["session"],
             provenance={"dandiset_id": "000123", "asset_path": "sub-1/ses.nwb"},
         )
 
@@ -309,8 +295,6 @@ def test_dandi_sources_are_delegated(monkeypatch, nwb_path: Path, http_root):
 
 
 def test_dandi_loopback_server(nwb_path: Path, tmp_path: Path):
-    from nwb_ltr.testing.dandi_server import DandiServer
-
     with DandiServer() as server:
         server.add_asset("000123", "sub-1/sub-1_ses-1.nwb", nwb_path)
         source = "DANDI:000123/sub-1/sub-1_ses-1.nwb"

@@ -90,20 +90,10 @@ def test_stalled_server_fails_within_the_timeout_with_one_line(served, capsys) -
     assert elapsed < 2 * 0.5 * 2 + 5  # two attempts of 0.5 s, a short back-off, the API calls
 
 
-def test_stall_in_the_middle_of_a_streamed_read_fails_cleanly(served, monkeypatch, capsys) -> None:  # noqa: ANN001
+def test_stall_in_the_middle_of_a_streamed_read_fails_cleanly(served, capsys) -> None:  # noqa: ANN001
     """The stream breaks after the file was opened: still one line, no traceback, bounded time."""
-    from nwb_ltr.testing.dandi_server import Fault
-
-    real_take, seen = served._take_fault, {"blob_gets": 0}
-
-    def stall_after_two(method: str, path: str) -> Fault | None:  # probe and first chunk pass, then stall
-        if method == "GET" and path.startswith("/blobs/"):
-            seen["blob_gets"] += 1
-            if seen["blob_gets"] > 2:
-                return Fault(path, "stall", seconds=3)
-        return real_take(method, path)
-
-    monkeypatch.setattr(served, "_take_fault", stall_after_two)
+    # the probe and the first chunk pass, then every blob GET stalls
+    served.inject_fault("/blobs/*", "stall", method="GET", seconds=3, times=100, after=2)
     t0 = time.monotonic()
     code = main(
         ["fit", SOURCE, "--dry-run", "--api-url", served.api_url, "--timeout", "0.5", "--retries", "1", "-q"]
@@ -116,24 +106,31 @@ def test_stall_in_the_middle_of_a_streamed_read_fails_cleanly(served, monkeypatc
         r"check the network and rerun \(maybe with a larger --timeout or --retries\), or use --download\n",
         err,
     ), err
-    assert seen["blob_gets"] <= 2 + 4 * 2  # bounded: a few reads, each tried retries + 1 times
+    gets = served.blob_requests("GET")
+    assert [r.fault for r in gets[:2]] == [None, None] and gets[2].fault == "stall"
+    assert len(gets) <= 2 + 4 * 2  # bounded: a few reads, each tried retries + 1 times
     assert elapsed < 15
 
 
-def test_test_server_is_quiet_about_clients_that_hang_up_but_not_about_its_own_errors(served, capsys) -> None:  # noqa: ANN001
+def test_test_server_is_quiet_about_clients_that_hang_up_but_not_about_its_own_errors(capsys) -> None:  # noqa: ANN001
     """A client timing out of a stall resets the connection; socketserver would print that traceback
     to stderr, in the middle of the CLI's one-line error (it made the test above flaky)."""
-    httpd = served._httpd
+    from nwb_ltr.testing.dandi_server import _Handler, _HTTPServer
+
+    httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
     try:
-        raise ConnectionResetError(104, "Connection reset by peer")
-    except ConnectionResetError:
-        httpd.handle_error(None, ("127.0.0.1", 1))
-    assert capsys.readouterr().err == ""
-    try:
-        raise KeyError("a bug in the server")
-    except KeyError:
-        httpd.handle_error(None, ("127.0.0.1", 1))
-    assert "KeyError: 'a bug in the server'" in capsys.readouterr().err
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError:
+            httpd.handle_error(None, ("127.0.0.1", 1))
+        assert capsys.readouterr().err == ""
+        try:
+            raise KeyError("a bug in the server")
+        except KeyError:
+            httpd.handle_error(None, ("127.0.0.1", 1))
+        assert "KeyError: 'a bug in the server'" in capsys.readouterr().err
+    finally:
+        httpd.server_close()
 
 
 def test_download_through_faults_verifies_and_leaves_no_partial(

@@ -94,6 +94,14 @@ class Store:
         self.assets: dict[str, ServedAsset] = {}
         self.blobs: dict[str, ServedAsset] = {}
 
+    def __getstate__(self) -> dict[str, Any]:  # the server process gets a copy; locks do not pickle
+        with self._lock:
+            return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
     def add_asset(self, dandiset_id: str, path: str, file: Path) -> ServedAsset:
         from dandischema.digests.dandietag import DandiETag
 

@@ -26,9 +26,13 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import os
+import pickle
 import re
+import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -37,15 +41,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from nwb_ltr.testing._dandi_api import ApiRouter, ServedAsset, Store
 
 logger = logging.getLogger(__name__)
 
-FAULT_KINDS = ("status", "stall", "truncate", "reset", "corrupt")
+FAULT_KINDS = ("status", "stall", "truncate", "reset", "corrupt", "norange")
 _CHUNK = 1 << 16
+_STOP_WAIT_S = 5.0
 
 
 @dataclass
@@ -59,8 +64,12 @@ class Fault:
     kind : str
         ``"status"`` (answer ``status`` with an optional ``Retry-After``), ``"stall"`` (sleep
         ``seconds`` before answering normally), ``"truncate"`` (announce the full length, send
-        ``nbytes`` bytes, close), ``"reset"`` (close the connection without answering) or
-        ``"corrupt"`` (answer normally with the first body byte flipped).
+        ``nbytes`` bytes, close), ``"reset"`` (close the connection without answering),
+        ``"corrupt"`` (answer normally with the first body byte flipped) or ``"norange"`` (answer
+        a blob request with ``200`` and the whole body, as a server without range support does).
+    after : int
+        Let this many matching requests through untouched before the fault starts (e.g. a stall
+        in the middle of a streamed read, after the file was opened).
     """
 
     path: str
@@ -71,6 +80,7 @@ class Fault:
     retry_after: float | None = None
     seconds: float = 5.0
     nbytes: int | None = None
+    after: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,13 @@ class _Reply:
 
 
 class DandiServer:
-    """A DANDI-API-compatible server on 127.0.0.1 with an ephemeral port, run in a thread.
+    """A DANDI-API-compatible server on 127.0.0.1 with an ephemeral port, run in a child process.
+
+    The HTTP server runs in its own Python process, not in a thread of the caller: ``h5py`` holds
+    a process-wide lock while it reads a streamed file, and a server thread in the same process
+    that needs that lock (a garbage collection freeing an ``h5py`` object is enough) would wait
+    for the read while the read waits for the server.  This object is the handle: it keeps a copy
+    of the content (``store``), and forwards faults and request-log queries to the server process.
 
     Parameters
     ----------
@@ -113,6 +129,8 @@ class DandiServer:
     ----------
     api_url : str
         Base API URL to pass to ``DandiAPIClient(api_url=...)``, ``http://127.0.0.1:PORT/api``.
+    base_url : str
+        ``http://127.0.0.1:PORT``; blobs are at ``{base_url}/blobs/{blob_id}`` (see :meth:`blob_url`).
     """
 
     def __init__(
@@ -122,16 +140,16 @@ class DandiServer:
         root: str | PathLike[str] | None = None,
         start: bool = True,
     ) -> None:
-        self._lock = threading.Lock()
-        self._faults: list[Fault] = []
-        self._log: list[RequestRecord] = []
-        self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.app = self
-        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._lock = threading.Lock()  # one exchange with the server process at a time
+        self._pending: list[Fault] = []  # faults queued before start
+        self._log: list[RequestRecord] = []  # the request log, kept after stop
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopped = False
+        # The listening socket is made here (the port is known at once) and handed to the process.
+        self._sock: socket.socket | None = socket.create_server(("127.0.0.1", 0))
+        self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         self.api_url = f"{self.base_url}/api"
         self.store = Store()
-        self._router = ApiRouter(self.store, self.base_url)
-        self._thread: threading.Thread | None = None
         for dandiset_id, files in (assets or {}).items():
             for path, file in files.items():
                 self.add_asset(dandiset_id, path, file)
@@ -147,7 +165,9 @@ class DandiServer:
         The digests (``dandi:sha2-256``, ``dandi:dandi-etag``) are computed now; the bytes are read
         from ``file`` at request time, so leave it in place while the server runs.
         """
-        return self.store.add_asset(dandiset_id, path, Path(file))
+        asset = self.store.add_asset(dandiset_id, path, Path(file))
+        self._sync_store()
+        return asset
 
     def add_folder(self, root: str | PathLike[str]) -> list[ServedAsset]:
         """Add every file under ``root/<dandiset_id>/`` (six-digit folder names) to that draft."""
@@ -157,7 +177,8 @@ class DandiServer:
                 for file in sorted(p for p in folder.rglob("*") if p.is_file()):
                     rel = file.relative_to(folder).as_posix()
                     if not any(part.startswith(".") for part in rel.split("/")):
-                        added.append(self.add_asset(folder.name, rel, file))
+                        added.append(self.store.add_asset(folder.name, rel, file))
+        self._sync_store()
         return added
 
     def publish(self, dandiset_id: str, version: str | None = None) -> str:
@@ -165,7 +186,13 @@ class DandiServer:
 
         ``version`` defaults to a DANDI-style ``0.YYMMDD.HHMM`` id derived from the current time.
         """
-        return self.store.publish(dandiset_id, version)
+        version = self.store.publish(dandiset_id, version)
+        self._sync_store()
+        return version
+
+    def blob_url(self, asset: ServedAsset) -> str:
+        """The plain HTTP URL of ``asset``'s bytes (range requests, no DANDI API around it)."""
+        return f"{self.base_url}/blobs/{asset.blob_id}"
 
     # ---------------------------------------------------------------- faults and log
     def inject_fault(
@@ -179,28 +206,35 @@ class DandiServer:
         retry_after: float | None = None,
         seconds: float = 5.0,
         nbytes: int | None = None,
+        after: int = 0,
     ) -> Fault:
         """Queue a fault for the next ``times`` requests whose URL path matches ``path``.
 
         See :class:`Fault` for the kinds.  Faults are consumed in the order they were queued.
+        The returned :class:`Fault` is a copy: the server process counts down its own.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; use one of {', '.join(FAULT_KINDS)}")
-        fault = Fault(path, kind, times, method, status, retry_after, seconds, nbytes)
-        with self._lock:
-            self._faults.append(fault)
+        fault = Fault(path, kind, times, method, status, retry_after, seconds, nbytes, after)
+        if self._proc is None:
+            self._pending.append(fault)
+        else:
+            self._call("fault", fault)
         return fault
 
     def clear_faults(self) -> None:
         """Drop every queued fault."""
-        with self._lock:
-            self._faults.clear()
+        if self._proc is None:
+            self._pending.clear()
+        else:
+            self._call("clear_faults")
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """A copy of the request log, oldest first."""
-        with self._lock:
+        """A copy of the request log, oldest first (still readable after :meth:`stop`)."""
+        if self._proc is None:
             return list(self._log)
+        return list(self._call("log"))
 
     def blob_requests(self, method: str | None = "GET") -> list[RequestRecord]:
         """Requests for blob bytes (``method=None``: any method, including ``HEAD``)."""
@@ -208,41 +242,69 @@ class DandiServer:
 
     def clear_requests(self) -> None:
         """Empty the request log."""
-        with self._lock:
-            self._log.clear()
-
-    def _take_fault(self, method: str, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fnmatch.fnmatchcase(path, fault.path) and fault.method in (None, method):
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
-
-    def _record(self, record: RequestRecord) -> None:
-        with self._lock:
-            self._log.append(record)
+        self._log.clear()
+        if self._proc is not None:
+            self._call("clear_log")
 
     # ---------------------------------------------------------------- lifecycle
+    @property
+    def pid(self) -> int | None:
+        """Process id of the server process (None when not serving)."""
+        return None if self._proc is None else self._proc.pid
+
     def start(self) -> DandiServer:
-        """Serve in a daemon thread (no-op when already serving)."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-            )
-            self._thread.start()
-            logger.debug("DANDI test server listening on %s", self.api_url)
+        """Start the server process (no-op when already serving)."""
+        if self._proc is not None:
+            return self
+        if self._stopped or self._sock is None:
+            raise RuntimeError("this DandiServer was stopped; make a new one")
+        fd = self._sock.fileno()
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from nwb_ltr.testing.dandi_server import _serve; _serve()",
+                str(fd),
+                self.base_url,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            pass_fds=(fd,),
+            env=env,
+        )
+        self._call("store", self.store)
+        for fault in self._pending:
+            self._call("fault", fault)
+        self._pending.clear()
+        self._call("serve")
+        self._sock.close()  # the server process holds its own copy
+        self._sock = None
+        logger.debug("DANDI test server (pid %d) listening on %s", self._proc.pid, self.api_url)
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._httpd.server_close()
+        """Stop serving and close the socket (the request log stays readable)."""
+        proc, self._proc = self._proc, None
+        self._stopped = True
+        if proc is not None:
+            try:
+                self._log = list(self._exchange(proc, "log"))
+            except RuntimeError:
+                pass
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    stream.close()
+            try:
+                proc.wait(timeout=_STOP_WAIT_S)  # the process exits when its stdin closes
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     def __enter__(self) -> DandiServer:
         return self.start()
@@ -250,14 +312,150 @@ class DandiServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def __del__(self) -> None:
+        if getattr(self, "_proc", None) is not None:
+            try:
+                self.stop()
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass
+
     def __repr__(self) -> str:
         return f"DandiServer(api_url={self.api_url!r}, dandisets={sorted(self.store.dandisets)})"
+
+    # ---------------------------------------------------------------- the server process
+    def _sync_store(self) -> None:
+        if self._proc is not None:
+            self._call("store", self.store)
+
+    def _call(self, command: str, *args: Any) -> Any:
+        if self._proc is None:
+            raise RuntimeError("the DANDI test server is not running; call start()")
+        return self._exchange(self._proc, command, *args)
+
+    def _exchange(self, proc: subprocess.Popen[bytes], command: str, *args: Any) -> Any:
+        with self._lock:
+            try:
+                assert proc.stdin is not None and proc.stdout is not None
+                _write_message(proc.stdin, (command, args))
+                status, value = _read_message(proc.stdout)
+            except (EOFError, OSError, pickle.UnpicklingError) as exc:
+                code = proc.poll()
+                raise RuntimeError(
+                    f"the DANDI test server process (pid {proc.pid}) stopped answering"
+                    f"{'' if code is None else f' and exited with code {code}'}; its stderr says why"
+                ) from exc
+        if status == "error":
+            raise value
+        return value
+
+
+def _write_message(stream: IO[bytes], message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(struct.pack("!Q", len(data)) + data)
+    stream.flush()
+
+
+def _read_message(stream: IO[bytes]) -> Any:
+    head = stream.read(8)
+    if len(head) < 8:
+        raise EOFError("the other side closed the pipe")
+    (size,) = struct.unpack("!Q", head)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError("the other side closed the pipe")
+    return pickle.loads(data)
+
+
+class _App:
+    """The server process's state: content, queued faults and the request log."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.lock = threading.Lock()
+        self.faults: list[Fault] = []
+        self.log: list[RequestRecord] = []
+        self.set_store(Store())
+
+    def set_store(self, store: Store) -> None:
+        self.store, self.router = store, ApiRouter(store, self.base_url)
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fnmatch.fnmatchcase(path, fault.path) and fault.method in (None, method):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        continue
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+    def record(self, record: RequestRecord) -> None:
+        with self.lock:
+            self.log.append(record)
+
+    def command(self, command: str, *args: Any) -> Any:
+        with self.lock:
+            if command == "fault":
+                self.faults.append(args[0])
+            elif command == "clear_faults":
+                self.faults.clear()
+            elif command == "log":
+                return list(self.log)
+            elif command == "clear_log":
+                self.log.clear()
+            else:
+                raise ValueError(f"unknown command {command!r}")
+        return None
+
+
+def _serve() -> None:
+    """Entry point of the server process: ``python -c ... FD BASE_URL``; commands come on stdin."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the test run; we exit on EOF
+    fd, base_url = int(sys.argv[1]), sys.argv[2]
+    commands, replies = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must not corrupt the reply stream
+    app = _App(base_url)
+    httpd = _HTTPServer(("127.0.0.1", 0), _Handler, bind_and_activate=False)
+    httpd.socket.close()
+    httpd.socket = socket.socket(fileno=fd)
+    httpd.server_address = httpd.socket.getsockname()
+    httpd.server_name, httpd.server_port = "127.0.0.1", httpd.server_address[1]
+    httpd.app = app
+    serving: threading.Thread | None = None
+    while True:
+        try:
+            command, args = _read_message(commands)
+        except EOFError:
+            break
+        try:
+            if command == "store":
+                app.set_store(args[0])
+                value = None
+            elif command == "serve":
+                if serving is None:
+                    serving = threading.Thread(
+                        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+                    )
+                    serving.start()
+                value = None
+            else:
+                value = app.command(command, *args)
+            reply: tuple[str, Any] = ("ok", value)
+        except Exception as exc:  # noqa: BLE001 - sent back and raised in the test process
+            reply = ("error", exc)
+        _write_message(replies, reply)
+    if serving is not None:
+        httpd.shutdown()
+    httpd.server_close()
 
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
-    app: DandiServer
+    app: _App
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client hanging up mid-request (as clients do when a stall fault times them out) is
@@ -291,12 +489,12 @@ class _Handler(BaseHTTPRequestHandler):
         app = self.server.app
         split = urlsplit(self.path)
         query = dict(parse_qsl(split.query, keep_blank_values=True))
-        fault = app._take_fault(self.command, split.path)
+        fault = app.take_fault(self.command, split.path)
         kind = "blob" if split.path.startswith("/blobs/") else "api"
         if fault is not None and fault.kind == "stall":
             time.sleep(fault.seconds)
         if fault is not None and fault.kind == "reset":
-            app._record(
+            app.record(
                 RequestRecord(self.command, split.path, query, self.headers.get("Range"), 0, kind, "reset")
             )
             self._reset()
@@ -306,15 +504,16 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.retry_after is not None:
                 reply.headers["Retry-After"] = f"{fault.retry_after:g}"
         elif kind == "blob":
-            reply = self._blob(split.path, self.headers.get("Range"))
+            no_range = fault is not None and fault.kind == "norange"
+            reply = self._blob(split.path, None if no_range else self.headers.get("Range"))
         else:
-            status, payload, location = app._router.route(split.path, query, self.path)
+            status, payload, location = app.router.route(split.path, query, self.path)
             if location is not None:
                 kind = "download"
                 reply = _Reply(302, {"Location": location, "Content-Type": "text/plain"})
             else:
                 reply = _json_reply(status, payload)
-        app._record(
+        app.record(
             RequestRecord(
                 self.command,
                 split.path,

@@ -33,6 +33,12 @@ Faults for reliability tests (consumed by the next matching requests)::
     dandi_server.inject_fault("/blobs/*", "stall", seconds=5)
     dandi_server.inject_fault("/api/info/", "reset")
     dandi_server.inject_fault("/blobs/*", "corrupt")
+    dandi_server.inject_fault("/blobs/*", "norange")                 # 200 + whole body, no ranges
+    dandi_server.inject_fault("/blobs/*", "stall", seconds=5, after=2)  # mid-stream, after 2 reads
+
+The server answers from its own process (see :class:`~nwb_ltr.testing.dandi_server.DandiServer`),
+so a streamed ``h5py`` read in the test, which holds h5py's process-wide lock while it waits for
+bytes, cannot deadlock with it.
 
 With nwb_ltr itself: ``nwb_ltr.open_session("DANDI:000001/sub-1/sub-1_ses-1.nwb")`` or
 ``nwb_ltr inspect DANDI:000001`` inside the test reach the fixture's server.
