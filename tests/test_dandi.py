@@ -296,9 +296,6 @@ def test_download_retries_a_stalled_blob(server: DandiServer, nwb_path: Path, tm
     path = resolve(SOURCE, api_url=server.api_url, cache_dir=tmp_path, download=True, timeout=0.3).local_path
     assert path is not None and path.read_bytes() == nwb_path.read_bytes()
     assert time.monotonic() - start < 1.0  # gave up on the stalled answer after the timeout
-    deadline = time.monotonic() + 5  # the stalled request is logged when its handler finishes
-    while len(server.blob_requests()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
     assert sorted(str(r.fault) for r in server.blob_requests()) == ["None", "stall"]
 
 

@@ -491,8 +491,6 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(split.query, keep_blank_values=True))
         fault = app.take_fault(self.command, split.path)
         kind = "blob" if split.path.startswith("/blobs/") else "api"
-        if fault is not None and fault.kind == "stall":
-            time.sleep(fault.seconds)
         if fault is not None and fault.kind == "reset":
             app.record(
                 RequestRecord(self.command, split.path, query, self.headers.get("Range"), 0, kind, "reset")
@@ -523,7 +521,9 @@ class _Handler(BaseHTTPRequestHandler):
                 kind,
                 fault.kind if fault is not None else None,
             )
-        )
+        )  # logged on arrival: a client that gave up on a stall still finds its request in the log
+        if fault is not None and fault.kind == "stall":
+            time.sleep(fault.seconds)
         self._send(reply, head=head, fault=fault)
 
     def _blob(self, path: str, range_header: str | None) -> _Reply:
