@@ -633,3 +633,39 @@ def test_warm_start_errors() -> None:
         ),
     ):
         fit(data, **TINY, init_from=fit(data.isel(trial=slice(0, 30)), **TINY, max_iters=2), max_iters=2)
+
+
+def test_lbfgs_polish_lowers_the_objective_and_is_kept_only_if_validation_does_not_rise(
+    gaussian_fit, monkeypatch
+) -> None:
+    data, plain = gaussian_fit
+    assert "polish_evals" not in plain.metrics  # off by default
+    polished = fit(data, max_iters=40, polish_iters=30, **TINY)
+    m = polished.metrics
+    assert m["polish_kept"] and 0 < m["polish_evals"] <= 30 and m["polish_val_change"] <= 0
+    assert m["train_loss"] < plain.metrics["train_loss"]
+    assert m["n_iters"] == plain.metrics["n_iters"]  # the same Adam run underneath
+    same_fit(polished, fit(data, max_iters=40, polish_iters=30, **TINY))  # deterministic
+
+    # a polish that would raise the validation loss is undone: the Adam fit comes back unchanged
+    calls = iter(range(10**6))
+    real = _loop.Trainer._validation
+
+    def worse_after_polish(self):  # noqa: ANN001
+        if getattr(self, "_in_polish", False):
+            return real(self) + next(calls)  # 0 before the polish, then > 0
+        return real(self)
+
+    def flagged_polish(self, max_evals):  # noqa: ANN001
+        self._in_polish = True
+        return polish(self, max_evals)
+
+    polish = _loop.Trainer.polish
+    monkeypatch.setattr(_loop.Trainer, "_validation", worse_after_polish)
+    monkeypatch.setattr(_loop.Trainer, "polish", flagged_polish)
+    undone = fit(data, max_iters=40, polish_iters=30, **TINY)
+    assert undone.metrics["polish_kept"] is False and undone.metrics["polish_val_change"] > 0
+    np.testing.assert_array_equal(undone.trial_factors.values, plain.trial_factors.values)
+    np.testing.assert_array_equal(undone.reconstruction.values, plain.reconstruction.values)
+    with pytest.raises(ConfigError, match=re.escape("polish_iters must be non-negative, got -1")):
+        fit(data, polish_iters=-1, **TINY)

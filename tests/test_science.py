@@ -352,7 +352,15 @@ def test_fit_floor_benchmark_compares_every_fit_with_the_truths_own_losses(
         ("lr_decays", 1),
         ("free_inputs", 1),
         ("no_prior", 1),
+        ("polish", 2),
+        ("polish", 1),
     ]
+    # the polish runs after the same Adam run as the seed-0 random start of its rank
+    for rank in (1, 2):
+        adam = table[(table.label == "random") & (table["rank"] == rank) & (table.seed == 0)].iloc[0]
+        polished = table[(table.label == "polish") & (table["rank"] == rank)].iloc[0]
+        assert polished.n_iters == adam.n_iters
+        assert polished.polish_kept in (True, False) and adam.polish_kept is None
     truth = table.iloc[0]
     assert truth.train_gap == 0 and truth.test_gap == 0
     assert np.allclose(table.train_gap, table.train - truth.train)
@@ -408,3 +416,50 @@ def test_planted_benchmark_records_every_fit_and_the_truth_per_fold(tmp_path, mo
     assert row["truth_test_loss"] == pytest.approx(np.mean(row["truth_fold_test_loss"]))
     gap = np.mean(np.asarray(row["fold_train_loss"]["1"]) - row["truth_fold_train_loss"])
     assert table["train_gap_at_R*"][0] == pytest.approx(gap)
+
+
+def test_factor_identifiability_benchmark_relates_planted_factors_to_recovery(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """`science_factor_identifiability` re-simulates each session's planted model from a row file and
+    sets the collinearity / strength of its trial factors beside the recorded recovery."""
+    import json
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    sys.modules.pop("science_factor_identifiability", None)
+    import science_factor_identifiability as sfi
+
+    from nwb_ltr.simulate import simulate_session
+
+    rows = tmp_path / "rows.jsonl"
+    sessions = [(1, 0, 0.99), (2, 0, 0.5), (2, 1, 0.9), (3, 0, 0.7)]
+    rows.write_text(
+        "\n".join(
+            json.dumps({"true_rank": r, "seed": s, "trial_corr_mean": c, "trial_corr_min": c})
+            for r, s, c in sessions
+        )
+    )
+    out = tmp_path / "out"
+    table = sfi.main([str(rows), "--trials", "8", "16", "16", "--units", "10", "--out", str(out)])
+    assert list(zip(table.true_rank, table.seed)) == [(2, 0), (2, 1), (3, 0)]  # R* = 1 has no pairs
+    # the properties are those of the re-simulated planted trial factors
+    truth = simulate_session(planted_rank=2, n_trials=(8, 16, 16), n_units=10, seed=1).truth
+    z = (truth.c - truth.c.mean(0)) / truth.c.std(0)
+    r = np.corrcoef(z.T)[0, 1]
+    assert np.isclose(table.max_r2_others.iloc[1], r**2)
+    assert np.isclose(table.min_sv.iloc[1], np.sqrt(1 - abs(r)))
+    assert ((table.weakest > 0) & (table.weakest <= 1)).all()
+    summary = sfi.spearman(table)
+    assert summary.loc[2, "sessions"] == 2 and summary.loc[3, "sessions"] == 1
+    assert "Spearman correlation with the worst trial-factor |corr|" in capsys.readouterr().out
+    assert (out / "factor_identifiability.csv").exists() and (
+        out / "factor_identifiability.png"
+    ).stat().st_size > 0
+    rank1 = tmp_path / "rank1.jsonl"
+    rank1.write_text(json.dumps({"true_rank": 1, "seed": 0, "trial_corr_mean": 1.0, "trial_corr_min": 1.0}))
+    with pytest.raises(SystemExit):
+        sfi.main([str(rank1), "--out", str(out)])
+    assert "no sessions with a planted rank >= 2 in the row files" in capsys.readouterr().err

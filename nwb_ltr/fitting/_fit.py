@@ -179,7 +179,8 @@ def fit(
         With ``metrics``: ``train_loss``, ``val_loss``, ``test_loss`` (mean NLL per entry),
         ``test_r2`` (variant in ``metrics["r2_variant"]``), ``test_mse``,
         ``test_bits_per_spike`` (Poisson), ``n_iters``, ``best_iter``, ``stopped_reason``,
-        ``seconds``, ``n_rollbacks``.
+        ``seconds``, ``n_rollbacks``; with ``polish_iters``: ``polish_evals``, ``polish_kept``,
+        ``polish_val_change``.
 
     Raises
     ------
@@ -272,6 +273,7 @@ def fit(
         trainer.load_checkpoint()
     trainer.run()
     best_iter = trainer.restore_best()
+    polish = trainer.polish(fit_cfg.polish_iters) if fit_cfg.polish_iters else {}
     result = build_result(
         model,
         prep,
@@ -304,6 +306,7 @@ def fit(
         fit_seconds=float(trainer.elapsed),
         seconds=float(time.perf_counter() - start),
     )
+    metrics.update(polish)
     if init_from is not None:
         metrics["warm_start_from_rank"] = int(init_from.rank)
     result.metrics = metrics

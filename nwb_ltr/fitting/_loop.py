@@ -336,6 +336,58 @@ class Trainer:
         else:
             self.bad_evals += 1
 
+    def polish(self, max_evals: int) -> dict[str, Any]:
+        """L-BFGS on the full-batch objective from the current parameters (``max_evals`` evaluations).
+
+        Adam with early stopping ends near, not at, an optimum; a quasi-Newton polish finishes the
+        descent.  The polished parameters are kept only when they are finite and the validation
+        loss does not rise (the early-stopping criterion still decides); otherwise they are undone.
+        Returns ``polish_evals``, ``polish_kept`` and ``polish_val_change`` (validation loss after −
+        before) for the fit's metrics.
+        """
+        model = self.model
+        before = _clone_state(model)
+        val_before = self._validation()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.LBFGS(
+            params,
+            lr=1.0,
+            max_iter=max_evals,
+            max_eval=max_evals,
+            history_size=50,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-10,
+            tolerance_change=1e-12,
+        )
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            obj, _, _ = self.objective(None, None, False)
+            obj.backward()
+            return obj
+
+        start = time.perf_counter()
+        try:
+            optimizer.step(closure)
+            val_after = self._validation()
+        except RuntimeError as exc:  # e.g. a non-finite line search; the polish is optional
+            logger.debug("L-BFGS polish failed (%s); keeping the Adam parameters", exc)
+            val_after = math.nan
+        finite = all(bool(torch.isfinite(p).all()) for p in params)
+        kept = finite and math.isfinite(val_after) and val_after <= val_before
+        if not kept:
+            model.load_state_dict(before)
+        self.elapsed += time.perf_counter() - start
+        evals = int(optimizer.state[params[0]].get("func_evals", 0)) if params else 0
+        logger.debug(
+            "L-BFGS polish: %d evaluations, validation %+.3g, kept=%s", evals, val_after - val_before, kept
+        )
+        return {
+            "polish_evals": evals,
+            "polish_kept": kept,
+            "polish_val_change": float(val_after - val_before),
+        }
+
     def restore_best(self) -> int:
         """Load the parameters with the best validation loss; return their iteration."""
         if self.best_state is not None:

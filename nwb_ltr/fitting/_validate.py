@@ -113,6 +113,7 @@ def _check_ranges(model: ModelConfig, fit: FitConfig) -> None:
         "min_delta",
         "max_nan_retries",
         "lr_decays",
+        "polish_iters",
     ):
         if getattr(fit, name) < 0:
             raise ConfigError(f"{name} must be non-negative, got {getattr(fit, name)}")
