@@ -34,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from science_planted_recovery import PLANTED_FIT, match_corr, planted_data, truth_mean, truth_rows
+from science_planted_recovery import PLANTED_FIT, match_corr, planted_data, truth_fold_losses, truth_rows
 
 OUT = Path(__file__).parent / "out"
 
@@ -52,13 +52,13 @@ EVERY_RANK = ("polish",)
 
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
-    from nwb_ltr.baselines import score
     from nwb_ltr.fitting import fit, make_masks
 
     data, truth = planted_data(args.planted_rank, args.seed, tuple(args.trials), args.units)
     masks = make_masks(data, seed=0, fold=args.fold, n_folds=args.folds)
     planted_c = truth.c[truth_rows(data)]
-    floor = score(data, truth_mean(data, truth), masks)
+    truth_losses = truth_fold_losses(data, truth, args.folds)  # the same masks as make_masks above
+    floor = {key: truth_losses[key][args.fold] for key in ("train_loss", "test_loss")}
     rows: list[dict[str, Any]] = [
         {
             "label": "truth",
