@@ -20,6 +20,11 @@ Per session it then compares
 - ``warm``: the selected fit of the warm-start sweep on the same fold (``--warm-rows``, the row files
   of ``science_planted_recovery --warm-start``), where it selected R*.
 
+Each fit also records ``span_min``, the smallest R² of a planted trial factor regressed on all the
+fitted ones (low: that planted factor's variation is missing from the fit, not just mixed), and
+``fitted_collinearity`` / ``planted_collinearity``, the largest R² of one factor on the others of
+the same set (near 1: components that vary together, e.g. two that partly cancel).
+
 Prints the per-session and per-R* tables; writes a CSV and a figure (recovery against validation
 loss, one line per session).  ``docs/validation.md`` (round 7) reports the result.
 """
@@ -38,6 +43,22 @@ import torch
 from science_planted_recovery import PLANTED_FIT, match_corr, planted_data, truth_rows
 
 OUT = Path(__file__).parent / "out"
+
+
+def span_r2(basis: np.ndarray, targets: np.ndarray | None = None) -> np.ndarray:
+    """R² of each column of ``targets`` regressed (with an intercept) on the columns of ``basis``.
+
+    Without ``targets``: each column of ``basis`` on the *other* columns (its collinearity).
+    """
+    out = []
+    columns = range(basis.shape[1]) if targets is None else range(targets.shape[1])
+    for k in columns:
+        y = basis[:, k] if targets is None else targets[:, k]
+        x = np.delete(basis, k, axis=1) if targets is None else basis
+        x = np.column_stack([np.ones(len(x)), x])
+        beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+        out.append(1.0 - np.var(y - x @ beta) / np.var(y))
+    return np.asarray(out)
 
 
 def run_session(rank: int, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -59,7 +80,8 @@ def run_session(rank: int, seed: int, args: argparse.Namespace) -> list[dict[str
             max_iters=args.iters,
             **PLANTED_FIT,
         )
-        corr = match_corr(planted_c, result.trial_factors.transpose("trial", "rank").values)
+        fitted_c = result.trial_factors.transpose("trial", "rank").values
+        corr = match_corr(planted_c, fitted_c)
         m = result.metrics
         rows.append(
             {
@@ -73,6 +95,9 @@ def run_session(rank: int, seed: int, args: argparse.Namespace) -> list[dict[str
                 "n_iters": int(m["n_iters"]),
                 "corr_mean": float(corr.mean()),
                 "corr_min": float(corr.min()),
+                "span_min": float(span_r2(fitted_c, planted_c).min()),
+                "fitted_collinearity": float(span_r2(fitted_c).max()),
+                "planted_collinearity": float(span_r2(planted_c).max()),
                 "seconds": time.perf_counter() - t0,
             }
         )

@@ -495,6 +495,13 @@ def test_factor_restarts_benchmark_picks_the_start_by_validation_loss(tmp_path, 
     fits = [json.loads(line) for line in rows_file.read_text().splitlines()]
     assert [(r["seed"], r["start"]) for r in fits] == [(s, k) for s in (0, 1) for k in range(3)]
     assert all(0 <= r["corr_min"] <= r["corr_mean"] <= 1 and r["n_iters"] > 0 for r in fits)
+    assert all(-1e-9 <= r[k] <= 1 + 1e-9 for r in fits for k in ("span_min", "fitted_collinearity"))
+    # span R²: a mixture of the planted factors spans them; a factor is not in the span of the others
+    rng = np.random.default_rng(0)
+    planted = rng.standard_normal((50, 2))
+    assert np.allclose(sfr.span_r2(planted @ [[1.0, 0.5], [-0.3, 2.0]] + 3.0, planted), 1.0)
+    assert np.allclose(sfr.span_r2(np.column_stack([planted, planted @ [1.0, -1.0]])), 1.0)
+    assert sfr.span_r2(planted).max() < 0.2
     sessions = sfr.per_session(pd.DataFrame(fits), sfr.warm_recovery([warm])).set_index("seed")
     for seed in (0, 1):
         own = [r for r in fits if r["seed"] == seed]
