@@ -20,7 +20,10 @@ Per session it then compares
 - ``warm``: the selected fit of the warm-start sweep on the same fold (``--warm-rows``, the row files
   of ``science_planted_recovery --warm-start``), where it selected R*.
 
-Each fit also records ``span_min``, the smallest R² of a planted trial factor regressed on all the
+Each fit also records ``planted_subspace``, the similarity of the planted and fitted trial-factor
+subspaces (``nwb_ltr.selection.factor_subspace_similarity``: mean squared cosine of the principal
+angles, blind to how the components mix), the seed stability ``select`` would report against the
+session's lowest-test-loss start (``stability``, ``subspace_stability``), ``span_min``, the smallest R² of a planted trial factor regressed on all the
 fitted ones (low: that planted factor's variation is missing from the fit, not just mixed), and
 ``fitted_collinearity`` / ``planted_collinearity``, the largest R² of one factor on the others of
 the same set (near 1: components that vary together, e.g. two that partly cancel).
@@ -64,11 +67,12 @@ def span_r2(basis: np.ndarray, targets: np.ndarray | None = None) -> np.ndarray:
 def run_session(rank: int, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Fit rank R* from every start on one fold of one planted session; one row per fit."""
     from nwb_ltr.fitting import fit, make_masks
+    from nwb_ltr.selection import factor_similarity, factor_subspace_similarity
 
     data, truth = planted_data(rank, seed, tuple(args.trials), args.units)
     masks = make_masks(data, seed=0, fold=args.fold, n_folds=args.folds)
     planted_c = truth.c[truth_rows(data)]
-    rows = []
+    rows, factors = [], []
     for start in range(args.starts):
         t0 = time.perf_counter()
         result = fit(
@@ -98,9 +102,16 @@ def run_session(rank: int, seed: int, args: argparse.Namespace) -> list[dict[str
                 "span_min": float(span_r2(fitted_c, planted_c).min()),
                 "fitted_collinearity": float(span_r2(fitted_c).max()),
                 "planted_collinearity": float(span_r2(planted_c).max()),
+                "planted_subspace": factor_subspace_similarity(planted_c, fitted_c),
                 "seconds": time.perf_counter() - t0,
             }
         )
+        factors.append(fitted_c)
+    # select's seed stability: each start against the start with the lowest test loss
+    best = int(np.argmin([r["test"] for r in rows]))
+    for row, own in zip(rows, factors):
+        row["stability"] = factor_similarity(factors[best], own)
+        row["subspace_stability"] = factor_subspace_similarity(factors[best], own)
     return rows
 
 
@@ -110,6 +121,7 @@ def per_session(fits: pd.DataFrame, warm: pd.DataFrame | None = None) -> pd.Data
     for (rank, seed), group in fits.groupby(["true_rank", "seed"]):
         group = group.sort_values("start")
         by_val = group.loc[group.val.idxmin()]
+        others = group[group.test > group.test.min()]  # select's stability leaves out the best start
         entry = {
             "true_rank": rank,
             "seed": seed,
@@ -118,6 +130,12 @@ def per_session(fits: pd.DataFrame, warm: pd.DataFrame | None = None) -> pd.Data
             "by_val": by_val.corr_mean,
             "by_val_min": by_val.corr_min,
             "oracle": group.corr_mean.max(),
+            # recorded since round 7's second run (NaN in older rows)
+            "subspace": group.get("planted_subspace", pd.Series(np.nan, index=group.index)).mean(),
+            "stability": others.get("stability", pd.Series(np.nan, index=others.index)).mean(),
+            "subspace_stability": others.get(
+                "subspace_stability", pd.Series(np.nan, index=others.index)
+            ).mean(),
             "val_spread": group.val.max() - group.val.min(),
             # does the held-out loss order the starts like their recovery does?
             "val_corr_spearman": (
@@ -147,7 +165,11 @@ def warm_recovery(paths: list[Path]) -> pd.DataFrame:
 
 
 def per_rank(sessions: pd.DataFrame) -> pd.DataFrame:
-    columns = [c for c in ("first", "by_val", "oracle", "warm") if c in sessions]
+    columns = [
+        c
+        for c in ("first", "by_val", "oracle", "warm", "subspace", "stability", "subspace_stability")
+        if c in sessions
+    ]
     agg = sessions.groupby("true_rank")[columns].mean()
     agg.insert(0, "sessions", sessions.groupby("true_rank").size())
     agg["by_val_is_best"] = (

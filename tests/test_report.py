@@ -139,7 +139,12 @@ def test_summarize_selection_marks_the_selected_setting_and_failures(selection):
     assert rank1.split()[2] == "3"  # 4 candidates of rank 1, one failed
     ok = table[(table["status"] == "ok") & (table["rank"] == 1)]["test_loss"]
     assert rank1.split()[3] == f"{ok.mean():.4g}"
-    assert rank1.split()[-1] == "0.8"  # stability of the non-best seeds
+    assert rank1.split()[-2:] == ["0.8", "-"]  # stability of the non-best seeds; no subspace column
+    table["subspace_stability"] = np.where(table["seed"] == 0, 1.0, 0.95)
+    lines = report.summarize_selection(table).splitlines()
+    assert lines[1].split()[-2:] == ["stability", "subspace"]
+    rank1 = next(line for line in lines[2:] if line.split()[0] == "1")
+    assert rank1.split()[-2:] == ["0.8", "0.95"]
 
 
 def test_selected_fits_come_first_and_are_marked(fits, selection):

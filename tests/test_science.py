@@ -495,7 +495,12 @@ def test_factor_restarts_benchmark_picks_the_start_by_validation_loss(tmp_path, 
     fits = [json.loads(line) for line in rows_file.read_text().splitlines()]
     assert [(r["seed"], r["start"]) for r in fits] == [(s, k) for s in (0, 1) for k in range(3)]
     assert all(0 <= r["corr_min"] <= r["corr_mean"] <= 1 and r["n_iters"] > 0 for r in fits)
-    assert all(-1e-9 <= r[k] <= 1 + 1e-9 for r in fits for k in ("span_min", "fitted_collinearity"))
+    keys = ("span_min", "fitted_collinearity", "planted_subspace", "stability", "subspace_stability")
+    assert all(-1e-9 <= r[k] <= 1 + 1e-9 for r in fits for k in keys)
+    for seed in (0, 1):  # stability as select reports it: against the lowest-test-loss start
+        own = [r for r in fits if r["seed"] == seed]
+        best = min(own, key=lambda r: r["test"])
+        assert best["stability"] == pytest.approx(1.0) and best["subspace_stability"] == pytest.approx(1.0)
     # span R²: a mixture of the planted factors spans them; a factor is not in the span of the others
     rng = np.random.default_rng(0)
     planted = rng.standard_normal((50, 2))

@@ -21,7 +21,7 @@ import xarray as xr
 
 from nwb_ltr import dims
 from nwb_ltr.errors import ConfigError, ConfigTypeError, FitError
-from nwb_ltr.selection import choose, factor_similarity, select, summarize
+from nwb_ltr.selection import choose, factor_similarity, factor_subspace_similarity, select, summarize
 from nwb_ltr.simulate import PLANTED_FIT_OPTIONS
 
 # ------------------------------------------------------------------------------------------
@@ -418,6 +418,44 @@ def test_factor_similarity_is_permutation_and_sign_invariant() -> None:
         ValueError, match=re.escape("factors must be (trial, rank) arrays over the same trials")
     ):
         factor_similarity(a, a[:10])
+
+
+def test_factor_subspace_similarity_ignores_how_the_components_mix() -> None:
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(60, 3))
+    mixed = a @ rng.normal(size=(3, 3)) + 4.0  # any invertible mixing, plus an offset
+    assert factor_subspace_similarity(a, mixed) == pytest.approx(1.0)
+    assert factor_similarity(a, mixed) < 0.95  # the components themselves are not recovered
+    # one direction missing from the other set: two of three angles are 0, one is 90 degrees
+    q, _ = np.linalg.qr(a - a.mean(0))
+    other = np.column_stack([q[:, :2], np.linalg.qr(np.column_stack([q, rng.normal(size=60)]))[0][:, 3]])
+    assert factor_subspace_similarity(a, other) == pytest.approx(2 / 3, abs=0.05)
+    # different sizes: compared on the smaller number of angles; constant components are dropped
+    assert factor_subspace_similarity(a, mixed[:, :2]) == pytest.approx(1.0)
+    assert factor_subspace_similarity(a, np.column_stack([mixed, np.full(60, 2.0)])) == pytest.approx(1.0)
+    assert math.isnan(factor_subspace_similarity(a, np.ones((60, 2))))
+    assert factor_subspace_similarity(a, rng.normal(size=(60, 3))) < 0.3
+    with pytest.raises(
+        ValueError, match=re.escape("factors must be (trial, rank) arrays over the same trials")
+    ):
+        factor_subspace_similarity(a, a[:10])
+
+
+def test_subspace_stability_compares_each_seed_with_the_best_seed_of_its_fold(tiny: xr.DataArray) -> None:
+    res = select(
+        tiny, ranks=[2], rnn_dims=[4], seeds=3, folds=2, workers=1, refit=False, keep_fits=True, **FAKE
+    )
+    table = res.table
+    for _, group in table.groupby("fold"):
+        best = group.loc[group.test_loss.idxmin()]
+        ref = res.fits[best.candidate].trial_factors.values
+        for _, row in group.iterrows():
+            own = res.fits[row.candidate].trial_factors.values
+            expected = 1.0 if row.candidate == best.candidate else factor_subspace_similarity(ref, own)
+            assert row.subspace_stability == pytest.approx(expected)
+    others = table[table.seed != 0]  # seed 0 has the lowest fake loss
+    assert res.summary_table.subspace_stability.iloc[0] == pytest.approx(others.subspace_stability.mean())
+    assert table.subspace_stability.between(0, 1 + 1e-12).all()
 
 
 def test_summary_stability_uses_non_best_seeds(tiny: xr.DataArray) -> None:

@@ -28,6 +28,9 @@
 # - **seed stability**: for every setting, each seed's trial factors are compared with those of the
 #   best seed (mean |cosine| after matching components, so order and sign do not matter).  A rank
 #   whose factors change from seed to seed is not identifiable from these data.
+#   `subspace_stability` compares the spans of the trial factors instead (mean squared cosine of
+#   the principal angles): when it is high and `stability` is not, the seeds agree on the span but
+#   split it into components differently, so read the span rather than single components.
 #
 # From the shell: `nwb_ltr select SESSION.nwb --ranks 1-6 --seeds 3 --folds 2 -o results.nwb`
 # (add `--scheduler tcp://host:8786` to run the candidates on a Dask cluster); in Python,
@@ -92,10 +95,28 @@ print("selected:", selection.selected)
 # test loss over seeds × folds, and the seed stability.
 
 # %%
-columns = ["rank", "rnn_dim", "seed", "fold", "status", "test_loss", "stability", "selected"]
+columns = [
+    "rank",
+    "rnn_dim",
+    "seed",
+    "fold",
+    "status",
+    "test_loss",
+    "stability",
+    "subspace_stability",
+    "selected",
+]
 print(selection.table[columns].to_string(index=False))
 print()
-summary_columns = ["rank", "rnn_dim", "n_ok", "mean_test_loss", "sem_test_loss", "stability"]
+summary_columns = [
+    "rank",
+    "rnn_dim",
+    "n_ok",
+    "mean_test_loss",
+    "sem_test_loss",
+    "stability",
+    "subspace_stability",
+]
 print(selection.summary_table[summary_columns].to_string(index=False))
 
 # %% [markdown]

@@ -65,14 +65,15 @@ class SelectRun:
         keys = [c for c in summary.columns if c not in _SUMMARY_STATS]
         lines = [f"model selection: {len(table)} candidates, {n_failed} failed"]
         head = " ".join(f"{k:>9}" for k in keys)
-        lines.append(f"  {head}  {'test loss (mean ± sem)':>26}  {'stability':>9}  {'failed':>6}")
+        lines.append(
+            f"  {head}  {'test loss (mean ± sem)':>26}  {'stability':>9}  {'subspace':>9}  {'failed':>6}"
+        )
         for _, row in summary.iterrows():
             values = " ".join(f"{_fmt(row[k]):>9}" for k in keys)
             loss = f"{_fmt(row['mean_test_loss'])} ± {_fmt(row['sem_test_loss'])}"
             mark = "  <- selected" if row["selected"] else ""
-            lines.append(
-                f"  {values}  {loss:>26}  {_fmt(row['stability']):>9}  {int(row['n_failed']):>6}{mark}"
-            )
+            stability = f"{_fmt(row['stability']):>9}  {_fmt(row.get('subspace_stability', math.nan)):>9}"
+            lines.append(f"  {values}  {loss:>26}  {stability}  {int(row['n_failed']):>6}{mark}")
         chosen = " ".join(f"{k}={v}" for k, v in sel.selected.items())
         lines.append(f"selected: {chosen} (refitted on all training data as {SELECTED_NAME!r})")
         lines.append(f"rule: {sel.rule}")
@@ -96,6 +97,7 @@ _SUMMARY_STATS = {
     "mean_test_bits_per_spike",
     "stability",
     "stability_min",
+    "subspace_stability",
     "selected",
 }
 

@@ -140,6 +140,14 @@ def summarize_fit(name: str, result: FitResult) -> str:
     return "\n".join(lines)
 
 
+def _stability_text(ok: pd.DataFrame, column: str) -> str:
+    """Mean of a stability column over the seeds that are not their fold's best (those score 1)."""
+    if column not in ok.columns or not np.isfinite(ok[column].to_numpy(dtype=float)).any():
+        return "-"
+    stab = ok[column].to_numpy(dtype=float)
+    return _fmt(np.nanmean(stab[stab < 1.0]) if (stab < 1.0).any() else 1.0)
+
+
 def summarize_selection(table: pd.DataFrame) -> str:
     """Text summary of a model-selection table: one line per setting, the selected one marked.
 
@@ -147,7 +155,7 @@ def summarize_selection(table: pd.DataFrame) -> str:
     ----------
     table
         One row per candidate, with ``rank``, ``test_loss`` and optionally ``rnn_dim``,
-        ``status``, ``selected``, ``stability``.
+        ``status``, ``selected``, ``stability``, ``subspace_stability``.
     """
     keys = [c for c in ("rank", "rnn_dim") if c in table.columns]
     status = table["status"].astype(str) if "status" in table.columns else pd.Series("ok", index=table.index)
@@ -156,7 +164,8 @@ def summarize_selection(table: pd.DataFrame) -> str:
     if not keys or "test_loss" not in table.columns:
         return lines[0] + " (no rank / test_loss columns)"
     header = (
-        " ".join(f"{k:>7}" for k in keys) + f"  {'n ok':>4}  {'test loss (mean ± sem)':>24}  {'stability':>9}"
+        " ".join(f"{k:>7}" for k in keys)
+        + f"  {'n ok':>4}  {'test loss (mean ± sem)':>24}  {'stability':>9}  {'subspace':>9}"
     )
     lines.append("  " + header)
     for values, group in table.groupby(keys, sort=True):
@@ -165,14 +174,11 @@ def summarize_selection(table: pd.DataFrame) -> str:
         losses = ok["test_loss"].to_numpy(dtype=float)
         sem = losses.std(ddof=1) / np.sqrt(len(losses)) if len(losses) > 1 else float("nan")
         loss_text = f"{_fmt(losses.mean()) if len(losses) else '-'} ± {_fmt(sem)}"
-        stability = "-"
-        if "stability" in ok.columns and np.isfinite(ok["stability"].to_numpy(dtype=float)).any():
-            stab = ok["stability"].to_numpy(dtype=float)
-            stability = _fmt(np.nanmean(stab[stab < 1.0]) if (stab < 1.0).any() else 1.0)
+        stability, subspace = _stability_text(ok, "stability"), _stability_text(ok, "subspace_stability")
         selected = "selected" in group.columns and bool(group["selected"].astype(bool).any())
         mark = "  <- selected" if selected else ""
         row = " ".join(f"{_fmt(v):>7}" for v in values)
-        lines.append(f"  {row}  {len(ok):>4}  {loss_text:>24}  {stability:>9}{mark}")
+        lines.append(f"  {row}  {len(ok):>4}  {loss_text:>24}  {stability:>9}  {subspace:>9}{mark}")
     return "\n".join(lines)
 
 

@@ -8,7 +8,14 @@ See :func:`select`.
 from __future__ import annotations
 
 from nwb_ltr.selection._grid import Candidate, build_grid, data_fingerprint
-from nwb_ltr.selection._rule import RULE_TEXT, RULES, choose, factor_similarity, summarize
+from nwb_ltr.selection._rule import (
+    RULE_TEXT,
+    RULES,
+    choose,
+    factor_similarity,
+    factor_subspace_similarity,
+    summarize,
+)
 from nwb_ltr.selection._select import SelectionResult, select
 
 __all__ = [
@@ -20,6 +27,7 @@ __all__ = [
     "choose",
     "data_fingerprint",
     "factor_similarity",
+    "factor_subspace_similarity",
     "select",
     "summarize",
 ]

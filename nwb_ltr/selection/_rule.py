@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.linalg import subspace_angles
 from scipy.optimize import linear_sum_assignment
 
 from nwb_ltr.errors import ConfigError
@@ -65,6 +66,40 @@ def factor_similarity(reference: np.ndarray, other: np.ndarray) -> float:
     return float(sim[rows, cols].mean())
 
 
+def factor_subspace_similarity(reference: np.ndarray, other: np.ndarray) -> float:
+    """Similarity of the subspaces spanned by two sets of trial factors over trials.
+
+    Components are centred over trials (components constant over trials are dropped); the score
+    is the mean squared cosine of the principal angles between the two spans (the mean squared
+    canonical correlation), in [0, 1].  Unlike :func:`factor_similarity` it does not change when
+    the components of one set are mixed by any invertible matrix: two fits whose trial factors
+    are rotations of each other score 1 here and less than 1 there (the trial-varying subspace
+    is identified, the individual components are not).  Sets of different sizes are compared
+    on the smaller number of angles; NaN when either set has no component that varies.
+
+    Parameters
+    ----------
+    reference, other
+        ``(trial, rank)`` arrays over the same trials.
+    """
+    a = np.asarray(reference, dtype=np.float64)
+    b = np.asarray(other, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"factors must be (trial, rank) arrays over the same trials, got {a.shape} and {b.shape}"
+        )
+
+    def varying(x: np.ndarray) -> np.ndarray:
+        scale = np.linalg.norm(x, axis=0)
+        x = x - x.mean(axis=0, keepdims=True)
+        return x[:, np.linalg.norm(x, axis=0) > 1e-9 * np.maximum(scale, 1e-300)]
+
+    a, b = varying(a), varying(b)
+    if a.shape[1] == 0 or b.shape[1] == 0:
+        return math.nan
+    return float(np.mean(np.cos(subspace_angles(a, b)) ** 2))
+
+
 def hyper_columns(table: pd.DataFrame) -> list[str]:
     """Columns that define a hyper-parameter setting: rank, rnn_dim and any swept parameter."""
     fixed = {
@@ -75,6 +110,7 @@ def hyper_columns(table: pd.DataFrame) -> list[str]:
         "seconds",
         "init",
         "stability",
+        "subspace_stability",
         "selected",
         "sweep_key",
         "candidate",
@@ -92,21 +128,25 @@ def hyper_columns(table: pd.DataFrame) -> list[str]:
 
 
 def add_stability(table: pd.DataFrame, factors: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Fill ``stability``: each seed's similarity to the best seed of its setting and fold.
+    """Fill ``stability`` and ``subspace_stability``: each seed's similarity to the best seed of
+    its setting and fold, component by component (:func:`factor_similarity`) and as a subspace
+    (:func:`factor_subspace_similarity`).
 
     The best seed is the one with the lowest test loss among the successful seeds of the same
     hyper-parameters and fold; it scores 1.  Failed candidates get NaN (they have no factors).
     """
     out = table.copy()
     out["stability"] = math.nan
+    out["subspace_stability"] = math.nan
     ok = out[out["status"] == "ok"]
     for _, group in ok.groupby([*hyper_columns(out), "fold"], sort=False, dropna=False):
         best = group["test_loss"].idxmin()
         ref = factors[out.at[best, "sweep_key"]]
         for idx in group.index:
-            out.at[idx, "stability"] = (
-                1.0 if idx == best else factor_similarity(ref, factors[out.at[idx, "sweep_key"]])
-            )
+            own = factors[out.at[idx, "sweep_key"]]
+            same = idx == best
+            out.at[idx, "stability"] = 1.0 if same else factor_similarity(ref, own)
+            out.at[idx, "subspace_stability"] = 1.0 if same else factor_subspace_similarity(ref, own)
     return out
 
 
@@ -131,7 +171,9 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     standard error of the same losses after removing fold offsets (:func:`fold_centred_losses`),
     the spread that matters when settings are compared on shared test blocks.  ``stability`` is
     the mean similarity of the non-best seeds to the best seed (over folds); it is NaN when a
-    setting has a single successful seed per fold (nothing to compare).
+    setting has a single successful seed per fold (nothing to compare).  ``subspace_stability``
+    is the same mean for the trial-factor subspaces; well above ``stability`` it says the seeds
+    agree on the span of the trial factors but mix its components differently.
     """
     keys = hyper_columns(table)
     centred = fold_centred_losses(table)
@@ -142,11 +184,12 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
         losses = ok["test_loss"].to_numpy(dtype=float)
         spread = centred.loc[ok.index].to_numpy(dtype=float)
         n = len(losses)
-        others = pd.Series([], dtype=float)
+        others = pd.DataFrame({"stability": [], "subspace_stability": []}, dtype=float)
         if "stability" in ok and n:
             # every seed except each fold's best one (which scores exactly 1 by definition)
             best_idx = ok.groupby("fold")["test_loss"].idxmin()
-            others = ok.loc[ok.index.difference(best_idx), "stability"]
+            rest = ok.loc[ok.index.difference(best_idx)]
+            others = rest.reindex(columns=["stability", "subspace_stability"]).astype(float)
         rows.append(
             {
                 **dict(zip(keys, values)),
@@ -158,8 +201,9 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
                 "mean_val_loss": float(ok["val_loss"].mean()) if n else math.nan,
                 "mean_test_r2": float(ok["test_r2"].mean()) if n else math.nan,
                 "mean_test_bits_per_spike": float(ok["test_bits_per_spike"].mean()) if n else math.nan,
-                "stability": float(others.mean()) if len(others) else math.nan,
-                "stability_min": float(others.min()) if len(others) else math.nan,
+                "stability": float(others.stability.mean()) if len(others) else math.nan,
+                "stability_min": float(others.stability.min()) if len(others) else math.nan,
+                "subspace_stability": float(others.subspace_stability.mean()) if len(others) else math.nan,
             }
         )
     return pd.DataFrame(rows)

@@ -55,14 +55,16 @@ class SelectionResult:
         ``error`` (one line, empty when ok), ``train_loss``, ``val_loss``, ``test_loss``,
         ``test_r2``, ``test_bits_per_spike``, ``n_iters`` (NaN for failed candidates, never for
         successful ones' test loss), ``seconds``, ``stability`` (similarity of the candidate's trial
-        factors to the best seed's of the same setting and fold), ``selected`` (row belongs to the
+        factors to the best seed's of the same setting and fold, component by component),
+        ``subspace_stability`` (the same for the span of the trial factors, blind to how the
+        components mix), ``selected`` (row belongs to the
         selected setting), ``candidate`` (its name, also the name of its fit in ``fits``) and
         ``sweep_key`` (its record in the sweep folder).
     summary_table
         One row per hyper-parameter setting: ``n_candidates``, ``n_ok``, ``n_failed``,
         ``mean_test_loss``, ``sem_test_loss``, ``mean_val_loss``, ``mean_test_r2``,
         ``mean_test_bits_per_spike``, ``stability`` (mean over non-best seeds), ``stability_min``,
-        ``selected``.
+        ``subspace_stability`` (mean over non-best seeds), ``selected``.
     selected
         The chosen hyper-parameters (``rank``, ``rnn_dim``, swept params) and the ``seed`` of the refit.
     fit
