@@ -651,6 +651,7 @@ def test_cli_select_writes_results_and_resumes(
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "model selection: 8 candidates, 0 failed" in text and "<- selected" in text
+    assert re.search(r"stability\s+subspace\s+failed", text)
     figure = tmp_path / "sel_selection.png"
     assert f"wrote {out}" in text and f"wrote {figure}" in text and figure.stat().st_size > 1000
     sweep = tmp_path / ".sel.nwb.sweep"
@@ -666,6 +667,7 @@ def test_cli_select_writes_results_and_resumes(
         "status",
         "test_loss",
         "stability",
+        "subspace_stability",
         "selected",
         "result_name",
         "candidate",
