@@ -20,9 +20,9 @@ Per session it then compares
 - ``warm``: the selected fit of the warm-start sweep on the same fold (``--warm-rows``, the row files
   of ``science_planted_recovery --warm-start``), where it selected R*.
 
-Each fit also records ``planted_subspace``, the similarity of the planted and fitted trial-factor
-subspaces (``nwb_ltr.selection.factor_subspace_similarity``: mean squared cosine of the principal
-angles, blind to how the components mix), the seed stability ``select`` would report against the
+Each fit also records ``planted_subspace``, how well the planted and fitted trial factors span
+each other (``nwb_ltr.selection.factor_subspace_similarity``: mean R² of each set's components on
+the other set, blind to how the components mix), the seed stability ``select`` would report against the
 session's lowest-test-loss start (``stability``, ``subspace_stability``), ``span_min``, the smallest R² of a planted trial factor regressed on all the
 fitted ones (low: that planted factor's variation is missing from the fit, not just mixed), and
 ``fitted_collinearity`` / ``planted_collinearity``, the largest R² of one factor on the others of
@@ -112,6 +112,12 @@ def run_session(rank: int, seed: int, args: argparse.Namespace) -> list[dict[str
     for row, own in zip(rows, factors):
         row["stability"] = factor_similarity(factors[best], own)
         row["subspace_stability"] = factor_subspace_similarity(factors[best], own)
+    # the factors themselves, for measures not recorded here
+    np.savez_compressed(
+        args.out / f"factor_restarts_R{rank}_seed{seed}_factors.npz",
+        planted=planted_c,
+        fitted=np.stack(factors),
+    )
     return rows
 
 

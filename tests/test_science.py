@@ -495,6 +495,8 @@ def test_factor_restarts_benchmark_picks_the_start_by_validation_loss(tmp_path, 
     fits = [json.loads(line) for line in rows_file.read_text().splitlines()]
     assert [(r["seed"], r["start"]) for r in fits] == [(s, k) for s in (0, 1) for k in range(3)]
     assert all(0 <= r["corr_min"] <= r["corr_mean"] <= 1 and r["n_iters"] > 0 for r in fits)
+    saved = np.load(out / "factor_restarts_R2_seed1_factors.npz")
+    assert saved["fitted"].shape == (3, *saved["planted"].shape) and saved["planted"].shape[1] == 2
     keys = ("span_min", "fitted_collinearity", "planted_subspace", "stability", "subspace_stability")
     assert all(-1e-9 <= r[k] <= 1 + 1e-9 for r in fits for k in keys)
     for seed in (0, 1):  # stability as select reports it: against the lowest-test-loss start

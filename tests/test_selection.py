@@ -426,13 +426,23 @@ def test_factor_subspace_similarity_ignores_how_the_components_mix() -> None:
     mixed = a @ rng.normal(size=(3, 3)) + 4.0  # any invertible mixing, plus an offset
     assert factor_subspace_similarity(a, mixed) == pytest.approx(1.0)
     assert factor_similarity(a, mixed) < 0.95  # the components themselves are not recovered
-    # one direction missing from the other set: two of three angles are 0, one is 90 degrees
-    q, _ = np.linalg.qr(a - a.mean(0))
-    other = np.column_stack([q[:, :2], np.linalg.qr(np.column_stack([q, rng.normal(size=60)]))[0][:, 3]])
-    assert factor_subspace_similarity(a, other) == pytest.approx(2 / 3, abs=0.05)
-    # different sizes: compared on the smaller number of angles; constant components are dropped
+
+    def r2(y: np.ndarray, x: np.ndarray) -> float:  # ordinary regression with an intercept
+        x = np.column_stack([np.ones(len(x)), x])
+        return 1 - np.var(y - x @ np.linalg.lstsq(x, y, rcond=None)[0]) / np.var(y)
+
+    # the mean R² of each set's components on the other set, both ways
+    b = a[:, :2] @ rng.normal(size=(2, 3)) + 0.5 * rng.normal(size=(60, 3))
+    both = [r2(a[:, k], b) for k in range(3)] + [r2(b[:, k], a) for k in range(3)]
+    assert factor_subspace_similarity(a, b) == pytest.approx(np.mean(both))
+    assert factor_subspace_similarity(b, a) == pytest.approx(np.mean(both))
+    # different sizes: the smaller set on the larger; constant and repeated components add nothing
     assert factor_subspace_similarity(a, mixed[:, :2]) == pytest.approx(1.0)
+    assert factor_subspace_similarity(a[:, :2], b) == pytest.approx(
+        np.mean([r2(a[:, k], b) for k in range(2)])
+    )
     assert factor_subspace_similarity(a, np.column_stack([mixed, np.full(60, 2.0)])) == pytest.approx(1.0)
+    assert factor_subspace_similarity(a[:, :1], np.column_stack([a[:, 1], a[:, 1]])) < 0.1
     assert math.isnan(factor_subspace_similarity(a, np.ones((60, 2))))
     assert factor_subspace_similarity(a, rng.normal(size=(60, 3))) < 0.3
     with pytest.raises(

@@ -28,8 +28,8 @@
 # - **seed stability**: for every setting, each seed's trial factors are compared with those of the
 #   best seed (mean |cosine| after matching components, so order and sign do not matter).  A rank
 #   whose factors change from seed to seed is not identifiable from these data.
-#   `subspace_stability` compares the spans of the trial factors instead (mean squared cosine of
-#   the principal angles): when it is high and `stability` is not, the seeds agree on the span but
+#   `subspace_stability` asks instead how well each seed's trial factors are spanned by the best
+#   seed's (mean R²): when it is high and `stability` is not, the seeds agree on the span but
 #   split it into components differently, so read the span rather than single components.
 #
 # From the shell: `nwb_ltr select SESSION.nwb --ranks 1-6 --seeds 3 --folds 2 -o results.nwb`

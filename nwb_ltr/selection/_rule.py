@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.linalg import subspace_angles
 from scipy.optimize import linear_sum_assignment
 
 from nwb_ltr.errors import ConfigError
@@ -67,15 +66,15 @@ def factor_similarity(reference: np.ndarray, other: np.ndarray) -> float:
 
 
 def factor_subspace_similarity(reference: np.ndarray, other: np.ndarray) -> float:
-    """Similarity of the subspaces spanned by two sets of trial factors over trials.
+    """How well each set of trial factors is spanned by the other, in [0, 1].
 
-    Components are centred over trials (components constant over trials are dropped); the score
-    is the mean squared cosine of the principal angles between the two spans (the mean squared
-    canonical correlation), in [0, 1].  Unlike :func:`factor_similarity` it does not change when
-    the components of one set are mixed by any invertible matrix: two fits whose trial factors
-    are rotations of each other score 1 here and less than 1 there (the trial-varying subspace
-    is identified, the individual components are not).  Sets of different sizes are compared
-    on the smaller number of angles; NaN when either set has no component that varies.
+    Components are centred over trials (components constant over trials are dropped) and each is
+    regressed on all components of the other set; the score is the mean R² of those regressions,
+    averaged over both directions (between sets of different sizes: the smaller set on the
+    larger one).  Unlike :func:`factor_similarity` it does not change when the components of one
+    set are mixed by any invertible matrix: two fits whose trial factors are mixtures of each
+    other score 1 here and less than 1 there (the time courses the factors can take are the
+    same, their split into components is not).  NaN when either set has no component that varies.
 
     Parameters
     ----------
@@ -92,12 +91,22 @@ def factor_subspace_similarity(reference: np.ndarray, other: np.ndarray) -> floa
     def varying(x: np.ndarray) -> np.ndarray:
         scale = np.linalg.norm(x, axis=0)
         x = x - x.mean(axis=0, keepdims=True)
-        return x[:, np.linalg.norm(x, axis=0) > 1e-9 * np.maximum(scale, 1e-300)]
+        norm = np.linalg.norm(x, axis=0)
+        keep = norm > 1e-9 * np.maximum(scale, 1e-300)
+        return x[:, keep] / norm[keep]
+
+    def r2_on(targets: np.ndarray, basis: np.ndarray) -> float:
+        u, sv, _ = np.linalg.svd(basis, full_matrices=False)
+        u = u[:, sv > 1e-9 * sv[0]]  # an orthonormal basis of the span (collinear columns add nothing)
+        return float(np.mean(np.sum((u.T @ targets) ** 2, axis=0)))  # targets: unit-norm, centred
 
     a, b = varying(a), varying(b)
     if a.shape[1] == 0 or b.shape[1] == 0:
         return math.nan
-    return float(np.mean(np.cos(subspace_angles(a, b)) ** 2))
+    if a.shape[1] != b.shape[1]:
+        small, large = (a, b) if a.shape[1] < b.shape[1] else (b, a)
+        return r2_on(small, large)
+    return 0.5 * (r2_on(a, b) + r2_on(b, a))
 
 
 def hyper_columns(table: pd.DataFrame) -> list[str]:
@@ -172,8 +181,9 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     the spread that matters when settings are compared on shared test blocks.  ``stability`` is
     the mean similarity of the non-best seeds to the best seed (over folds); it is NaN when a
     setting has a single successful seed per fold (nothing to compare).  ``subspace_stability``
-    is the same mean for the trial-factor subspaces; well above ``stability`` it says the seeds
-    agree on the span of the trial factors but mix its components differently.
+    is the same mean for how well each seed's trial factors are spanned by the best seed's; well
+    above ``stability`` it says the seeds agree on the span but split it into components
+    differently.
     """
     keys = hyper_columns(table)
     centred = fold_centred_losses(table)
