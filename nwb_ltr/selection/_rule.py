@@ -30,6 +30,17 @@ RULE_TEXT = {
 }
 
 
+def _factor_pair(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two ``(trial, rank)`` float64 arrays over the same trials, or a ValueError."""
+    a = np.asarray(reference, dtype=np.float64)
+    b = np.asarray(other, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"factors must be (trial, rank) arrays over the same trials, got {a.shape} and {b.shape}"
+        )
+    return a, b
+
+
 def factor_similarity(reference: np.ndarray, other: np.ndarray) -> float:
     """Similarity of two sets of trial factors after permutation and sign matching.
 
@@ -45,12 +56,7 @@ def factor_similarity(reference: np.ndarray, other: np.ndarray) -> float:
     reference, other
         ``(trial, rank)`` arrays over the same trials.
     """
-    a = np.asarray(reference, dtype=np.float64)
-    b = np.asarray(other, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
-        raise ValueError(
-            f"factors must be (trial, rank) arrays over the same trials, got {a.shape} and {b.shape}"
-        )
+    a, b = _factor_pair(reference, other)
     if a.shape[1] == 0 or b.shape[1] == 0:
         return math.nan
 
@@ -81,12 +87,7 @@ def factor_subspace_similarity(reference: np.ndarray, other: np.ndarray) -> floa
     reference, other
         ``(trial, rank)`` arrays over the same trials.
     """
-    a = np.asarray(reference, dtype=np.float64)
-    b = np.asarray(other, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
-        raise ValueError(
-            f"factors must be (trial, rank) arrays over the same trials, got {a.shape} and {b.shape}"
-        )
+    a, b = _factor_pair(reference, other)
 
     def varying(x: np.ndarray) -> np.ndarray:
         scale = np.linalg.norm(x, axis=0)
