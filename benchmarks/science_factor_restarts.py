@@ -2,7 +2,7 @@
 
 Run::
 
-    python benchmarks/science_factor_restarts.py --ranks 2,3 --seeds 10              # ~1 h on 2 cores
+    python benchmarks/science_factor_restarts.py --ranks 2,3 --seeds 10              # ~45 min, 1 core
     python benchmarks/science_factor_restarts.py --ranks 5 --first-seed 0 --seeds 5  # split a long study
     python benchmarks/science_factor_restarts.py --from-rows out/factor_restarts_*_rows.jsonl \
         --warm-rows docs/results/planted_recovery_warm_seed*_rows.jsonl             # summarise, no fits
@@ -20,13 +20,19 @@ Per session it then compares
 - ``warm``: the selected fit of the warm-start sweep on the same fold (``--warm-rows``, the row files
   of ``science_planted_recovery --warm-start``), where it selected R*.
 
-Each fit also records ``planted_subspace``, how well the planted and fitted trial factors span
-each other (``nwb_ltr.selection.factor_subspace_similarity``: mean R² of each set's components on
-the other set, blind to how the components mix), the seed stability ``select`` would report against the
-session's lowest-test-loss start (``stability``, ``subspace_stability``), ``span_min``, the smallest R² of a planted trial factor regressed on all the
-fitted ones (low: that planted factor's variation is missing from the fit, not just mixed), and
-``fitted_collinearity`` / ``planted_collinearity``, the largest R² of one factor on the others of
-the same set (near 1: components that vary together, e.g. two that partly cancel).
+Each fit also records
+
+- ``planted_subspace``: how well the planted and fitted trial factors span each other
+  (``nwb_ltr.selection.factor_subspace_similarity``: mean R² of each set's components on the
+  other set, blind to how the components mix);
+- ``stability``, ``subspace_stability``: the seed stability ``select`` would report, against the
+  session's lowest-test-loss start;
+- ``span_min``: the smallest R² of a planted trial factor regressed on all the fitted ones (low:
+  that planted factor's variation is missing from the fit, not just mixed);
+- ``fitted_collinearity`` / ``planted_collinearity``: the largest R² of one factor on the others
+  of the same set (near 1: components that vary together, e.g. two that partly cancel).
+
+The factors themselves are saved per session (``factor_restarts_R*_seed*_factors.npz``).
 
 Prints the per-session and per-R* tables; writes a CSV and a figure (recovery against validation
 loss, one line per session).  ``docs/validation.md`` (round 7) reports the result.
@@ -226,7 +232,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     ranks = [int(r) for r in args.ranks.split(",")]
-    stem = f"factor_restarts_R{''.join(map(str, ranks))}_seeds{args.first_seed}-{args.first_seed + args.seeds - 1}"
+    last = args.first_seed + args.seeds - 1
+    stem = f"factor_restarts_R{''.join(map(str, ranks))}_seeds{args.first_seed}-{last}"
     if args.from_rows:
         stem = "factor_restarts"
         fits = pd.DataFrame(
