@@ -151,6 +151,17 @@ def test_seed_stability_leaves_out_each_best_seed(table):
     assert line.get_ydata().max() <= 1.0
 
 
+def test_seed_stability_draws_the_subspace_mean_dashed(table):
+    table["subspace_stability"] = np.where(table["seed"] == 0, 1.0, 0.9 + 0.01 * table["rank"])
+    ax = _ax()
+    plot.plot_seed_stability(table, ax)
+    solid, dashed = ax.get_lines()
+    assert dashed.get_linestyle() == "--" and dashed.get_label() == f"{solid.get_label()}, subspace"
+    others = table.drop(index=table.groupby(["rank", "fold"])["test_loss"].idxmin().to_numpy())
+    np.testing.assert_allclose(dashed.get_ydata(), others.groupby("rank")["subspace_stability"].mean())
+    np.testing.assert_allclose(solid.get_ydata(), others.groupby("rank")["stability"].mean())
+
+
 def test_seed_stability_without_the_column_says_so():
     ax = _ax()
     plot.plot_seed_stability(mock_selection_frame(), ax)

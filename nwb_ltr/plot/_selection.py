@@ -93,7 +93,9 @@ def plot_seed_stability(table: pd.DataFrame, ax: Axes) -> None:
 
     Uses the ``stability`` column (mean matched ``|correlation|`` of the trial factors to those of the
     best seed of the same setting and fold; the best seed itself scores 1 and is not drawn).
-    Without that column the panel says so instead of guessing.
+    With a ``subspace_stability`` column its per-rank mean is drawn dashed beside it (how well the
+    seeds' trial factors span each other, whatever the split into components).
+    Without ``stability`` the panel says so instead of guessing.
 
     Parameters
     ----------
@@ -135,14 +137,19 @@ def plot_seed_stability(table: pd.DataFrame, ax: Axes) -> None:
             lw=0,
         )
         mean = group.groupby("rank")["stability"].mean()
-        ax.plot(
-            mean.index,
-            mean.to_numpy(),
-            color=colour,
-            marker="o",
-            ms=4,
-            label=f"rnn_dim {dim}" if dim is not None else "mean",
-        )
+        label = f"rnn_dim {dim}" if dim is not None else "mean"
+        ax.plot(mean.index, mean.to_numpy(), color=colour, marker="o", ms=4, label=label)
+        if "subspace_stability" in group.columns and group["subspace_stability"].notna().any():
+            span = group.groupby("rank")["subspace_stability"].mean()
+            ax.plot(
+                span.index,
+                span.to_numpy(),
+                color=colour,
+                ls="--",
+                marker="s",
+                ms=3,
+                label=f"{label}, subspace",
+            )
     ax.set_ylim(-0.02, 1.05)
     ax.set_xticks(sorted({int(r) for r in ok["rank"]}))
     if ax.get_legend_handles_labels()[0]:
