@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from science_planted_recovery import span_r2
 
 OUT = Path(__file__).parent / "out"
 PROPERTIES = ("max_r2_others", "min_sv", "weakest")
@@ -37,14 +38,9 @@ def factor_properties(truth: Any) -> dict[str, float]:
     """Collinearity and strength of the planted trial factors of one simulated session."""
     c = np.asarray(truth.c, dtype=np.float64)
     z = (c - c.mean(0)) / c.std(0)
-    r2 = []
-    for k in range(c.shape[1]):
-        others = np.delete(z, k, axis=1)
-        beta, *_ = np.linalg.lstsq(others, z[:, k], rcond=None)
-        r2.append(1.0 - np.var(z[:, k] - others @ beta) / np.var(z[:, k]))
     drive = np.sqrt(((np.tanh(truth.states) @ truth.b) ** 2).mean(axis=(0, 1))) * c.std(0)
     return {
-        "max_r2_others": float(max(r2)),
+        "max_r2_others": float(span_r2(c).max()),
         "min_sv": float(np.linalg.svd(z / np.sqrt(len(z)), compute_uv=False)[-1]),
         "weakest": float(drive.min() / drive.max()),
     }

@@ -49,25 +49,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from science_planted_recovery import PLANTED_FIT, match_corr, planted_data, truth_rows
+from science_planted_recovery import PLANTED_FIT, match_corr, planted_data, span_r2, truth_rows
 
 OUT = Path(__file__).parent / "out"
-
-
-def span_r2(basis: np.ndarray, targets: np.ndarray | None = None) -> np.ndarray:
-    """R² of each column of ``targets`` regressed (with an intercept) on the columns of ``basis``.
-
-    Without ``targets``: each column of ``basis`` on the *other* columns (its collinearity).
-    """
-    out = []
-    columns = range(basis.shape[1]) if targets is None else range(targets.shape[1])
-    for k in columns:
-        y = basis[:, k] if targets is None else targets[:, k]
-        x = np.delete(basis, k, axis=1) if targets is None else basis
-        x = np.column_stack([np.ones(len(x)), x])
-        beta, *_ = np.linalg.lstsq(x, y, rcond=None)
-        out.append(1.0 - np.var(y - x @ beta) / np.var(y))
-    return np.asarray(out)
 
 
 def run_session(rank: int, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -142,12 +126,9 @@ def per_session(fits: pd.DataFrame, warm: pd.DataFrame | None = None) -> pd.Data
             "by_val": by_val.corr_mean,
             "by_val_min": by_val.corr_min,
             "oracle": group.corr_mean.max(),
-            # recorded since round 7's second run (NaN in older rows)
-            "subspace": group.get("planted_subspace", pd.Series(np.nan, index=group.index)).mean(),
-            "stability": others.get("stability", pd.Series(np.nan, index=others.index)).mean(),
-            "subspace_stability": others.get(
-                "subspace_stability", pd.Series(np.nan, index=others.index)
-            ).mean(),
+            "subspace": group.planted_subspace.mean(),
+            "stability": others.stability.mean(),
+            "subspace_stability": others.subspace_stability.mean(),
             "val_spread": group.val.max() - group.val.min(),
             # does the held-out loss order the starts like their recovery does?
             "val_corr_spearman": (

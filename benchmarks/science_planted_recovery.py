@@ -123,6 +123,22 @@ def match_corr(truth: np.ndarray, fitted: np.ndarray) -> np.ndarray:
     return corr[rows, cols]
 
 
+def span_r2(basis: np.ndarray, targets: np.ndarray | None = None) -> np.ndarray:
+    """R² of each column of ``targets`` regressed (with an intercept) on the columns of ``basis``.
+
+    Without ``targets``: each column of ``basis`` on the *other* columns (its collinearity).
+    """
+    out = []
+    columns = range(basis.shape[1]) if targets is None else range(targets.shape[1])
+    for k in columns:
+        y = basis[:, k] if targets is None else targets[:, k]
+        x = np.delete(basis, k, axis=1) if targets is None else basis
+        x = np.column_stack([np.ones(len(x)), x])
+        beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+        out.append(1.0 - np.var(y - x @ beta) / np.var(y))
+    return np.asarray(out)
+
+
 def fitted_readout_columns(result: Any) -> np.ndarray:
     """The fitted column factors mapped to unit space: ``diag(scale) Q A``, ``(unit, rank)``."""
     q = result.decoder_weight.transpose("unit", "rnn_unit").values

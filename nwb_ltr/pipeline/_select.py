@@ -72,7 +72,7 @@ class SelectRun:
             values = " ".join(f"{_fmt(row[k]):>9}" for k in keys)
             loss = f"{_fmt(row['mean_test_loss'])} ± {_fmt(row['sem_test_loss'])}"
             mark = "  <- selected" if row["selected"] else ""
-            stability = f"{_fmt(row['stability']):>9}  {_fmt(row.get('subspace_stability', math.nan)):>9}"
+            stability = f"{_fmt(row['stability']):>9}  {_fmt(row['subspace_stability']):>9}"
             lines.append(f"  {values}  {loss:>26}  {stability}  {int(row['n_failed']):>6}{mark}")
         chosen = " ".join(f"{k}={v}" for k, v in sel.selected.items())
         lines.append(f"selected: {chosen} (refitted on all training data as {SELECTED_NAME!r})")
