@@ -4,6 +4,8 @@ Run::
 
     python benchmarks/science_robustness.py --fast     # ~2 min: small session, 2 variants
     python benchmarks/science_robustness.py            # planted R*=3, 250 trials, 100 units
+    python benchmarks/science_robustness.py --warm-start --first-seed 1 --sessions 1   # one session
+    python benchmarks/science_robustness.py --from-rows out/robustness*_rows.jsonl     # merge, no fitting
 
 On planted rank-R* sessions, ``nwb_ltr.select`` (ranks R*-1..R*+ABOVE, ``--folds`` folds, one-standard-error rule)
 is run for each variant of the preprocessing: 20 ms bins, 10 ms bins, 20 ms bins smoothed with a
@@ -11,6 +13,10 @@ is run for each variant of the preprocessing: 20 ms bins, 10 ms bins, 20 ms bins
 selected rank, the recovery |corr| of the trial factors of the selected fit against the planted
 ones, and the similarity of its trial factors to those of the reference variant (20 ms, no
 smoothing) of the same session (mean matched |corr|, ``nwb_ltr.selection.factor_similarity``).
+The same two numbers are recorded for the rank-R* fit of every variant (``recovery_at_R*``,
+``similarity_at_R*``): whether the trial factors are robust whatever rank is selected.  Each
+finished (variant, session) is appended to ``<stem>_rows.jsonl`` at once, so a stopped run or
+sessions split over processes (``--first-seed``) are summarised with ``--from-rows``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +47,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--fast", action="store_true", help="small session, two variants")
     parser.add_argument("--rank", type=int, default=3, help="planted rank R*")
     parser.add_argument("--sessions", type=int, default=2, help="session seeds")
+    parser.add_argument("--first-seed", type=int, default=0, help="first session seed")
     parser.add_argument("--trials", type=int, nargs=3, default=[50, 100, 100])
     parser.add_argument("--units", type=int, default=100)
     parser.add_argument("--rnn-dim", type=int, default=50)
@@ -51,6 +59,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         "--variants",
         default=",".join(VARIANTS),
         help=f"comma-separated, from {','.join(VARIANTS)} (the first is the reference of similarity_to_20ms)",
+    )
+    parser.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="fit the candidate ranks from the top down, each from the rank above (select's warm_start)",
+    )
+    parser.add_argument(
+        "--from-rows",
+        type=Path,
+        nargs="+",
+        help="summarise the JSONL rows of earlier (possibly interrupted or split) runs instead of fitting",
     )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -66,8 +85,27 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     from nwb_ltr.selection import factor_similarity, select
 
     t0 = time.perf_counter()
-    rows = []
-    for seed in range(args.sessions):
+    stem = "robustness_fast" if args.fast else "robustness"
+    if args.warm_start:
+        stem += "_warm"
+    if args.first_seed:
+        stem += f"_from_seed{args.first_seed}"
+    partial = args.out / f"{stem}_rows.jsonl"
+    if args.from_rows is not None:
+        rows = [
+            json.loads(line)
+            for path in args.from_rows
+            for line in path.read_text().splitlines()
+            if line.strip()
+        ]
+        order = {name: i for i, (name, _, _) in enumerate(VARIANTS.values())}
+        rows.sort(key=lambda r: (r["session_seed"], order.get(r["variant"], len(order))))
+        args.rank = rows[0]["true_rank"]
+    else:
+        rows = []
+        partial.write_text("")
+    seeds = range(args.first_seed, args.first_seed + args.sessions) if args.from_rows is None else []
+    for seed in seeds:
         reference = None
         for name, bin_size, smooth in variants:
             t1 = time.perf_counter()
@@ -82,29 +120,36 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 workers=1,
                 refit=False,
                 keep_fits=True,
+                warm_start=args.warm_start,
                 **PLANTED_FIT,
             )
-            fit = selected_fit(res)
-            c = fit.varying(fit.trial_factors).transpose("trial", "rank").values
             idx = truth_rows(data)
+            selected = _trial_factors(selected_fit(res))
+            at_truth = _trial_factors(rank_fit(res, args.rank))
             if reference is None:
-                reference = (idx, c)
+                reference = (idx, selected, at_truth)
             common, ia, ib = np.intersect1d(reference[0], idx, return_indices=True)
             summary = res.summary_table.set_index("rank")
             rows.append(
                 {
                     "variant": name,
                     "session_seed": seed,
+                    "true_rank": args.rank,
+                    "warm_start": bool(args.warm_start),
                     "bins": data.sizes["time"],
                     "selected": int(res.selected["rank"]),
-                    "recovery_corr": float(match_corr(truth.c[idx], c).mean()),
-                    "similarity_to_20ms": factor_similarity(reference[1][ia], c[ib]),
+                    "recovery_corr": float(match_corr(truth.c[idx], selected).mean()),
+                    "similarity_to_20ms": factor_similarity(reference[1][ia], selected[ib]),
+                    "recovery_at_R*": float(match_corr(truth.c[idx], at_truth).mean()),
+                    "similarity_at_R*": factor_similarity(reference[2][ia], at_truth[ib]),
                     "seconds": time.perf_counter() - t1,
                     # the margins behind the choice (per-entry losses: comparable within a variant only)
                     "test_loss": {int(k): round(float(v), 6) for k, v in summary.mean_test_loss.items()},
                     "sem": {int(k): round(float(v), 6) for k, v in summary.sem_test_loss.items()},
                 }
             )
+            with partial.open("a") as fh:
+                fh.write(json.dumps(rows[-1]) + "\n")
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     margins = table[["test_loss", "sem"]].map(json.dumps)
@@ -116,15 +161,28 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         recovery_mean=("recovery_corr", "mean"),
         recovery_min=("recovery_corr", "min"),
         similarity_min=("similarity_to_20ms", "min"),
+        recovery_at_R_mean=("recovery_at_R*", "mean"),
+        similarity_at_R_min=("similarity_at_R*", "min"),
     )
     print("\nspread:")
     print(spread.to_string(float_format="%.3f"))
     print(f"\ntotal wall time {time.perf_counter() - t0:.0f} s; settings {vars(args)}")
-    stem = "robustness_fast" if args.fast else "robustness"
     table.join(margins).to_csv(args.out / f"{stem}.csv", index=False)
     (args.out / f"{stem}_settings.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}))
     figure(table, args.rank, args.out / f"{stem}.png")
     return table
+
+
+def _trial_factors(fit: Any) -> np.ndarray:
+    """A fit's learning-varying trial factors, ``(trial, rank)``."""
+    return fit.varying(fit.trial_factors).transpose("trial", "rank").values
+
+
+def rank_fit(res: Any, rank: int) -> Any:
+    """The fold-0 fit of candidate rank ``rank`` (first seed) from a ``keep_fits`` selection."""
+    t = res.table
+    row = t[(t["rank"] == rank) & (t.fold == 0) & (t.status == "ok")].sort_values("seed").iloc[0]
+    return res.fits[row.candidate]
 
 
 def figure(table: pd.DataFrame, rank: int, path: Path) -> None:

@@ -324,6 +324,29 @@ def test_robustness_benchmark_records_the_margins_behind_each_choice(tmp_path, m
     # the one-SE rule: the selected rank is within one s.e.m. of the best mean test loss
     best = min(losses, key=losses.get)
     assert losses[str(row.selected)] <= losses[best] + sems[best] + 1e-12
+    # the reference variant is compared with itself; the rank-R* fit is recorded whatever is selected
+    assert row["similarity_to_20ms"] == pytest.approx(1) and row["similarity_at_R*"] == pytest.approx(1)
+    assert 0 <= row["recovery_at_R*"] <= 1
+
+    # a split run (warm starts, second session seed) appends its rows as it goes; --from-rows merges
+    split = tmp_path / "split"
+    second = "--above 1 --first-seed 1 --warm-start --variants 20ms,smoothed --sessions 1".split()
+    sr.main([*tiny, *second, "--out", str(split)])
+    lines = (split / "robustness_warm_from_seed1_rows.jsonl").read_text().splitlines()
+    assert [(r["variant"], r["session_seed"], r["warm_start"]) for r in map(json.loads, lines)] == [
+        ("20 ms", 1, True),
+        ("20 ms, smoothed 20 ms", 1, True),
+    ]
+    merged = tmp_path / "merged"
+    rows = [split / "robustness_warm_from_seed1_rows.jsonl", tmp_path / "robustness_rows.jsonl"]
+    table = sr.main(["--from-rows", *map(str, rows), "--out", str(merged)])
+    assert list(zip(table.session_seed, table.variant)) == [
+        (0, "20 ms, smoothed 20 ms"),
+        (1, "20 ms"),
+        (1, "20 ms, smoothed 20 ms"),
+    ]
+    assert (merged / "robustness.png").stat().st_size > 0
+    assert pd.read_csv(merged / "robustness.csv").selected.tolist() == table.selected.tolist()
 
 
 def test_fit_floor_benchmark_compares_every_fit_with_the_truths_own_losses(
