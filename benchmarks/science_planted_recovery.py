@@ -6,6 +6,7 @@ Run::
     python benchmarks/science_planted_recovery.py --seeds 2         # R* in {1, 2, 3, 5}, 250 trials, 100 units
     python benchmarks/science_planted_recovery.py --first-seed 2 --seeds 2   # seeds 2, 3 (split a long study)
     python benchmarks/science_planted_recovery.py --from-rows a_rows.jsonl b_rows.jsonl   # summarise, no fits
+    python benchmarks/science_planted_recovery.py --ranks 1 --first-seed 5 --seeds 1 --warm-start --polish-iters 200
 
 For every planted rank R* and session seed, a planted session is simulated (``simulate_session(
 planted_rank=R*)``), aligned (go cue, -0.48..0.6 s, 20 ms bins: 54 bins), and ``nwb_ltr.select``
@@ -178,6 +179,7 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         keep_fits=True,
         tolerance=args.tolerance,
         warm_start=args.warm_start,
+        polish_iters=args.polish_iters,
         **PLANTED_FIT,
     )
     fit = selected_fit(res)
@@ -197,6 +199,7 @@ def run_one(rank: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "true_rank": rank,
         "seed": seed,
         "warm_start": bool(args.warm_start),
+        "polish_iters": args.polish_iters,
         "selected": int(res.selected["rank"]),
         **{f"selected_tol_{tol:g}": r for tol, r in by_tolerance.items()},
         "trial_corr_mean": float(corr.mean()),
@@ -369,6 +372,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         help="fit the candidate ranks from the top down, each from the rank above (select's warm_start)",
     )
     parser.add_argument(
+        "--polish-iters",
+        type=int,
+        default=0,
+        help="L-BFGS evaluations after Adam in every fit (fit's polish_iters; 0 = none)",
+    )
+    parser.add_argument(
         "--from-rows",
         type=Path,
         nargs="+",
@@ -386,6 +395,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     stem = "planted_recovery_fast" if args.fast else "planted_recovery"
     if args.warm_start:
         stem += "_warm"
+    if args.polish_iters:
+        stem += f"_polish{args.polish_iters}"
     if args.first_seed:
         stem += f"_from_seed{args.first_seed}"
     partial = args.out / f"{stem}_rows.jsonl"  # one line per finished session (survives an interrupted run)

@@ -428,10 +428,10 @@ def test_planted_benchmark_records_every_fit_and_the_truth_per_fold(tmp_path, mo
     out = tmp_path / "out"
     small = ["--trials", "8", "16", "16", "--units", "10", "--rnn-dim", "6", "--iters", "15"]
     args = ["--ranks", "1", "--seeds", "1", "--folds", "2", "--above", "1", "--warm-start", *small]
-    table = spr.main([*args, "--out", str(out)])
-    (row,) = [
-        json.loads(line) for line in (out / "planted_recovery_warm_rows.jsonl").read_text().splitlines()
-    ]
+    table = spr.main([*args, "--polish-iters", "5", "--out", str(out)])
+    rows = (out / "planted_recovery_warm_polish5_rows.jsonl").read_text().splitlines()
+    (row,) = [json.loads(line) for line in rows]
+    assert row["polish_iters"] == 5 and row["warm_start"] is True
     assert sorted(row["fold_train_loss"]) == ["1", "2"] and all(
         len(v) == 2 for v in row["fold_test_loss"].values()
     )
