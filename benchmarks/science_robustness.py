@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     margins = table[["test_loss", "sem"]].map(json.dumps)
+    # how far R* is from the best mean test loss, in the best rank's standard errors (> 1: not chosen)
+    table["R*_gap_in_se"] = [_gap_in_se(r["test_loss"], r["sem"], args.rank) for r in rows]
     table = table.drop(columns=["test_loss", "sem"])
     print(f"\nplanted R*={args.rank}: selected rank and trial factors per variant and session seed")
     print(table.to_string(index=False, float_format="%.3f"))
@@ -166,11 +168,22 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     )
     print("\nspread:")
     print(spread.to_string(float_format="%.3f"))
-    print(f"\ntotal wall time {time.perf_counter() - t0:.0f} s; settings {vars(args)}")
+    if args.from_rows is None:
+        print(f"\ntotal wall time {time.perf_counter() - t0:.0f} s; settings {vars(args)}")
+    else:
+        print(f"\nsummarised {len(rows)} rows of {', '.join(map(str, args.from_rows))}")
     table.join(margins).to_csv(args.out / f"{stem}.csv", index=False)
     (args.out / f"{stem}_settings.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}))
     figure(table, args.rank, args.out / f"{stem}.png")
     return table
+
+
+def _gap_in_se(losses: dict[Any, float], sems: dict[Any, float], rank: int) -> float:
+    """(test loss of ``rank`` - best mean test loss) / standard error of the best rank."""
+    losses = {int(k): v for k, v in losses.items()}
+    sems = {int(k): v for k, v in sems.items()}
+    best = min(losses, key=losses.get)
+    return (losses[rank] - losses[best]) / sems[best] if sems[best] > 0 else float("nan")
 
 
 def _trial_factors(fit: Any) -> np.ndarray:

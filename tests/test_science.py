@@ -324,6 +324,7 @@ def test_robustness_benchmark_records_the_margins_behind_each_choice(tmp_path, m
     # the one-SE rule: the selected rank is within one s.e.m. of the best mean test loss
     best = min(losses, key=losses.get)
     assert losses[str(row.selected)] <= losses[best] + sems[best] + 1e-12
+    assert row["R*_gap_in_se"] == pytest.approx((losses["1"] - losses[best]) / sems[best])
     # the reference variant is compared with itself; the rank-R* fit is recorded whatever is selected
     assert row["similarity_to_20ms"] == pytest.approx(1) and row["similarity_at_R*"] == pytest.approx(1)
     assert 0 <= row["recovery_at_R*"] <= 1
