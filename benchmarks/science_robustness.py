@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from science_planted_recovery import PLANTED_FIT, match_corr, planted_data, selected_fit, truth_rows
+from science_planted_recovery import PLANTED_FIT, match_corr, planted_data, selected_fit, span_r2, truth_rows
 
 OUT = Path(__file__).parent / "out"
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         variants = [VARIANTS["20ms"], VARIANTS["smoothed"]]
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    from nwb_ltr.selection import factor_similarity, select
+    from nwb_ltr.selection import factor_similarity, factor_subspace_similarity, select
 
     t0 = time.perf_counter()
     stem = "robustness_fast" if args.fast else "robustness"
@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     "similarity_to_20ms": factor_similarity(reference[1][ia], selected[ib]),
                     "recovery_at_R*": float(match_corr(truth.c[idx], at_truth).mean()),
                     "similarity_at_R*": factor_similarity(reference[2][ia], at_truth[ib]),
+                    # the same as spans (blind to how the components are mixed)
+                    "span_recovery": float(span_r2(selected, truth.c[idx]).mean()),
+                    "subspace_to_20ms": factor_subspace_similarity(reference[1][ia], selected[ib]),
                     "seconds": time.perf_counter() - t1,
                     # the margins behind the choice (per-entry losses: comparable within a variant only)
                     "test_loss": {int(k): round(float(v), 6) for k, v in summary.mean_test_loss.items()},
@@ -150,6 +153,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             )
             with partial.open("a") as fh:
                 fh.write(json.dumps(rows[-1]) + "\n")
+            factors = {"trial_index": idx, "planted": truth.c[idx], "selected": selected, "at_R*": at_truth}
+            np.savez(args.out / f"{stem}_seed{seed}_{variant_key(name)}_factors.npz", **factors)
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     margins = table[["test_loss", "sem"]].map(json.dumps)
@@ -163,6 +168,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         recovery_mean=("recovery_corr", "mean"),
         recovery_min=("recovery_corr", "min"),
         similarity_min=("similarity_to_20ms", "min"),
+        span_recovery_mean=("span_recovery", "mean"),
+        subspace_min=("subspace_to_20ms", "min"),
         recovery_at_R_mean=("recovery_at_R*", "mean"),
         similarity_at_R_min=("similarity_at_R*", "min"),
     )
@@ -176,6 +183,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     (args.out / f"{stem}_settings.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}))
     figure(table, args.rank, args.out / f"{stem}.png")
     return table
+
+
+def variant_key(name: str) -> str:
+    """The ``--variants`` key of a variant's display name."""
+    return next(k for k, v in VARIANTS.items() if v[0] == name)
 
 
 def _gap_in_se(losses: dict[Any, float], sems: dict[Any, float], rank: int) -> float:

@@ -328,6 +328,10 @@ def test_robustness_benchmark_records_the_margins_behind_each_choice(tmp_path, m
     # the reference variant is compared with itself; the rank-R* fit is recorded whatever is selected
     assert row["similarity_to_20ms"] == pytest.approx(1) and row["similarity_at_R*"] == pytest.approx(1)
     assert 0 <= row["recovery_at_R*"] <= 1
+    assert row["subspace_to_20ms"] == pytest.approx(1) and 0 <= row["span_recovery"] <= 1
+    saved = np.load(tmp_path / "robustness_seed0_smoothed_factors.npz")
+    assert saved["selected"].shape == (len(saved["trial_index"]), row.selected)
+    assert saved["planted"].shape[1] == 1 and saved["at_R*"].shape[1] == 1
 
     # a split run (warm starts, second session seed) appends its rows as it goes; --from-rows merges
     split = tmp_path / "split"
