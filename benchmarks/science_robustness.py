@@ -222,11 +222,25 @@ def figure(table: pd.DataFrame, rank: int, path: Path) -> None:
         t = table[table.variant == n]
         jitter = np.linspace(-0.1, 0.1, len(t))
         axes[0].scatter(np.full(len(t), i) + jitter, t.selected, color=f"C{i}")
-        axes[1].scatter(np.full(len(t), i) + jitter, t.recovery_corr, color=f"C{i}")
+        axes[1].scatter(
+            np.full(len(t), i) + jitter,
+            t.recovery_corr,
+            color=f"C{i}",
+            label="matched |corr|" if i == 0 else None,
+        )
+        axes[1].scatter(
+            np.full(len(t), i) + jitter,
+            t.span_recovery,
+            facecolors="none",
+            edgecolors=f"C{i}",
+            label="span R²" if i == 0 else None,
+        )
     axes[0].axhline(rank, color="k", ls="--", lw=0.8)
     axes[0].set_ylabel("selected rank")
+    axes[0].set_ylim(min(table.selected.min(), rank) - 1, max(table.selected.max(), rank) + 1)
     axes[0].yaxis.get_major_locator().set_params(integer=True)
-    axes[1].set_ylabel("trial-factor recovery |corr|")
+    axes[1].set_ylabel("trial-factor recovery")
+    axes[1].legend(fontsize=7, loc="lower left")
     axes[1].set_ylim(0, 1.02)
     for ax in axes:
         ax.set_xticks(range(len(names)), names, fontsize=8)
