@@ -4,6 +4,7 @@ Run::
 
     python benchmarks/science_factor_restarts.py --ranks 2,3 --seeds 10              # ~45 min, 1 core
     python benchmarks/science_factor_restarts.py --ranks 5 --first-seed 0 --seeds 5  # split a long study
+    python benchmarks/science_factor_restarts.py --ranks 3 --seeds 4 --bin-size 0.01  # 10 ms bins
     python benchmarks/science_factor_restarts.py --from-rows out/factor_restarts_*_rows.jsonl \
         --warm-rows docs/results/planted_recovery_warm_seed*_rows.jsonl             # summarise, no fits
 
@@ -54,12 +55,17 @@ from science_planted_recovery import PLANTED_FIT, match_corr, planted_data, span
 OUT = Path(__file__).parent / "out"
 
 
+def bin_suffix(bin_size: float) -> str:
+    """File-name suffix of a bin width other than the default 20 ms."""
+    return "" if bin_size == 0.02 else f"_bin{bin_size * 1000:g}ms"
+
+
 def run_session(rank: int, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Fit rank R* from every start on one fold of one planted session; one row per fit."""
     from nwb_ltr.fitting import fit, make_masks
     from nwb_ltr.selection import factor_similarity, factor_subspace_similarity
 
-    data, truth = planted_data(rank, seed, tuple(args.trials), args.units)
+    data, truth = planted_data(rank, seed, tuple(args.trials), args.units, args.bin_size)
     masks = make_masks(data, seed=0, fold=args.fold, n_folds=args.folds)
     planted_c = truth.c[truth_rows(data)]
     rows, factors = [], []
@@ -83,6 +89,7 @@ def run_session(rank: int, seed: int, args: argparse.Namespace) -> list[dict[str
                 "seed": seed,
                 "start": start,
                 "fold": args.fold,
+                "bin_size": args.bin_size,
                 "train": float(m["train_loss"]),
                 "val": float(m["val_loss"]),
                 "test": float(m["test_loss"]),
@@ -104,7 +111,7 @@ def run_session(rank: int, seed: int, args: argparse.Namespace) -> list[dict[str
         row["subspace_stability"] = factor_subspace_similarity(factors[best], own)
     # the factors themselves, for measures not recorded here
     np.savez_compressed(
-        args.out / f"factor_restarts_R{rank}_seed{seed}_factors.npz",
+        args.out / f"factor_restarts_R{rank}_seed{seed}{bin_suffix(args.bin_size)}_factors.npz",
         planted=planted_c,
         fitted=np.stack(factors),
     )
@@ -203,6 +210,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--trials", type=int, nargs=3, default=[50, 100, 100])
     parser.add_argument("--units", type=int, default=100)
+    parser.add_argument("--bin-size", type=float, default=0.02, help="bin width of the alignment, s")
     parser.add_argument("--rnn-dim", type=int, default=50)
     parser.add_argument("--iters", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
@@ -215,6 +223,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ranks = [int(r) for r in args.ranks.split(",")]
     last = args.first_seed + args.seeds - 1
     stem = f"factor_restarts_R{''.join(map(str, ranks))}_seeds{args.first_seed}-{last}"
+    stem += bin_suffix(args.bin_size)
     if args.from_rows:
         stem = "factor_restarts"
         fits = pd.DataFrame(

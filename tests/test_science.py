@@ -537,6 +537,15 @@ def test_factor_restarts_benchmark_picks_the_start_by_validation_loss(tmp_path, 
     assert np.allclose(sfr.span_r2(planted @ [[1.0, 0.5], [-0.3, 2.0]] + 3.0, planted), 1.0)
     assert np.allclose(sfr.span_r2(np.column_stack([planted, planted @ [1.0, -1.0]])), 1.0)
     assert sfr.span_r2(planted).max() < 0.2
+    # another bin width: its own file names and a bin_size in every row
+    sfr.main(
+        ["--ranks", "2", "--seeds", "1", "--starts", "1", *small, "--bin-size", "0.04", "--out", str(out)]
+    )
+    (row,) = map(
+        json.loads, (out / "factor_restarts_R2_seeds0-0_bin40ms_rows.jsonl").read_text().splitlines()
+    )
+    assert row["bin_size"] == 0.04 and fits[0]["bin_size"] == 0.02
+    assert np.load(out / "factor_restarts_R2_seed0_bin40ms_factors.npz")["planted"].shape[1] == 2
     sessions = sfr.per_session(pd.DataFrame(fits), sfr.warm_recovery([warm])).set_index("seed")
     for seed in (0, 1):
         own = [r for r in fits if r["seed"] == seed]
