@@ -14,7 +14,12 @@ selected rank, the recovery |corr| of the trial factors of the selected fit agai
 ones, and the similarity of its trial factors to those of the reference variant (20 ms, no
 smoothing) of the same session (mean matched |corr|, ``nwb_ltr.selection.factor_similarity``).
 The same two numbers are recorded for the rank-R* fit of every variant (``recovery_at_R*``,
-``similarity_at_R*``): whether the trial factors are robust whatever rank is selected.  Each
+``similarity_at_R*``): whether the trial factors are robust whatever rank is selected; and, blind
+to how the components are mixed, the planted factors' mean R² on the selected fit's
+(``span_recovery``) and its subspace similarity to the reference fit (``subspace_to_20ms``,
+``nwb_ltr.selection.factor_subspace_similarity``).  ``R*_gap_in_se``: how far R*'s mean test
+loss is from the best rank's, in the best rank's standard errors (the one-SE rule keeps R* when it
+is at most 1).  The trial factors are saved per session and variant (``*_factors.npz``).  Each
 finished (variant, session) is appended to ``<stem>_rows.jsonl`` at once, so a stopped run or
 sessions split over processes (``--first-seed``) are summarised with ``--from-rows``.
 """
