@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             at_truth = _trial_factors(rank_fit(res, args.rank))
             if reference is None:
                 reference = (idx, selected, at_truth)
-            common, ia, ib = np.intersect1d(reference[0], idx, return_indices=True)
+            _, ia, ib = np.intersect1d(reference[0], idx, return_indices=True)
             summary = res.summary_table.set_index("rank")
             rows.append(
                 {
