@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         ]
         order = {name: i for i, (name, _, _) in enumerate(VARIANTS.values())}
         rows.sort(key=lambda r: (r["session_seed"], order.get(r["variant"], len(order))))
-        args.rank = rows[0]["true_rank"]
+        planted = sorted({r["true_rank"] for r in rows})
+        if len(planted) != 1:
+            parser.error(f"--from-rows mixes planted ranks {planted}; summarise one R* at a time")
+        args.rank = planted[0]
     else:
         rows = []
         partial.write_text("")

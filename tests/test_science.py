@@ -332,6 +332,10 @@ def test_robustness_benchmark_records_the_margins_behind_each_choice(tmp_path, m
     saved = np.load(tmp_path / "robustness_seed0_smoothed_factors.npz")
     assert saved["selected"].shape == (len(saved["trial_index"]), row.selected)
     assert saved["planted"].shape[1] == 1 and saved["at_R*"].shape[1] == 1
+    # the recorded recoveries are those of the saved factors
+    assert row["span_recovery"] == pytest.approx(sr.span_r2(saved["selected"], saved["planted"]).mean())
+    assert row["recovery_corr"] == pytest.approx(sr.match_corr(saved["planted"], saved["selected"]).mean())
+    assert row["recovery_at_R*"] == pytest.approx(sr.match_corr(saved["planted"], saved["at_R*"]).mean())
 
     # a split run (warm starts, second session seed) appends its rows as it goes; --from-rows merges
     split = tmp_path / "split"
@@ -352,6 +356,11 @@ def test_robustness_benchmark_records_the_margins_behind_each_choice(tmp_path, m
     ]
     assert (merged / "robustness.png").stat().st_size > 0
     assert pd.read_csv(merged / "robustness.csv").selected.tolist() == table.selected.tolist()
+    other_rank = tmp_path / "r2_rows.jsonl"
+    other_rank.write_text(json.dumps({**json.loads(lines[0]), "true_rank": 2}) + "\n")
+    with pytest.raises(SystemExit):
+        sr.main(["--from-rows", str(rows[0]), str(other_rank), "--out", str(merged)])
+    assert "--from-rows mixes planted ranks [1, 2]; summarise one R* at a time" in capsys.readouterr().err
 
 
 def test_fit_floor_benchmark_compares_every_fit_with_the_truths_own_losses(
